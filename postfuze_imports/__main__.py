@@ -1,0 +1,3 @@
+from postfuze_imports.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""The aiohttp application: middlewares, routes, OpenAPI document, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp_apigami import docs, setup_aiohttp_apispec
+from aiohttp_apigami.constants import SWAGGER_DICT
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from postfuze_imports import __version__, db
+from postfuze_imports.api import accounts, imports, posts
+from postfuze_imports.api.auth import auth_middleware
+from postfuze_imports.api.context import FINISH_HOOK, SERVICES, BlueskyConnector, Services
+from postfuze_imports.api.problems import problem_middleware
+from postfuze_imports.api.responses import json_response
+from postfuze_imports.api.schemas import HealthSchema
+from postfuze_imports.crypto import Secrets
+from postfuze_imports.hooks import record_import_finished
+from postfuze_imports.imports.jobs import FinishHook
+from postfuze_imports.outbound import create_client_session
+from postfuze_imports.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+@docs(
+    tags=["Operations"],
+    summary="Report whether PostgreSQL and Redis are reachable",
+    responses={
+        200: {"schema": HealthSchema, "description": "Healthy."},
+        503: {"schema": HealthSchema, "description": "A dependency is unreachable."},
+    },
+)
+async def health(request: web.Request) -> web.Response:
+    svc = request.app[SERVICES]
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await svc.pool.fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except (OSError, TimeoutError, Exception) as error:
+        checks["postgres"] = f"unreachable: {type(error).__name__}"
+    try:
+        if svc.redis is None:
+            raise ConnectionError("no Redis client")
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await svc.redis.ping()
+        checks["redis"] = "ok"
+    except (OSError, TimeoutError, Exception) as error:
+        checks["redis"] = f"unreachable: {type(error).__name__}"
+    ok = all(value == "ok" for value in checks.values())
+    body = {
+        "ok": ok,
+        "service": "postfuze-imports",
+        "version": __version__,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "checks": checks,
+    }
+    return json_response(
+        body, status=200 if ok else 503, headers=None if ok else {"Retry-After": "5"}
+    )
+
+
+def _tidy_openapi(app: web.Application) -> None:
+    """Make the generated document valid OpenAPI 3.0 and describe the bearer scheme."""
+    document: dict[str, Any] = app[SWAGGER_DICT]
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict):
+                # aiohttp-apigami's @docs adds Swagger 2's `produces`, invalid in OpenAPI 3.
+                operation.pop("produces", None)
+                operation.pop("consumes", None)
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: sk_live_… for live mode, sk_test_… for test mode.",
+        }
+    }
+    document["security"] = [{"apiKey": []}]
+
+
+async def _tidy_openapi_on_startup(app: web.Application) -> None:
+    _tidy_openapi(app)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    connect_bluesky: BlueskyConnector | None = None,
+    finish_hook: FinishHook = record_import_finished,
+) -> web.Application:
+    """Build the API application; connections open at startup and close at cleanup."""
+    app = web.Application(
+        middlewares=[problem_middleware, auth_middleware],
+        # Bodies are read and size-checked by the handlers (64 KiB, problem+json 413).
+        client_max_size=1024 * 1024,
+    )
+    app[FINISH_HOOK] = finish_hook
+
+    async def services_context(app: web.Application) -> AsyncIterator[None]:
+        from postfuze_imports.providers.bluesky import create_session as bluesky_create_session
+
+        pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
+        redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+        http = create_client_session(
+            allow_private=settings.allow_private_networks,
+            timeout=aiohttp.ClientTimeout(total=settings.network_timeout_seconds),
+        )
+        app[SERVICES] = Services(
+            settings=settings,
+            secrets=Secrets(settings.secret_key),
+            pool=pool,
+            redis=redis,
+            http=http,
+            connect_bluesky=connect_bluesky or bluesky_create_session,
+        )
+        log.info("API started (version %s)", __version__)
+        yield
+        await http.close()
+        await redis.aclose()
+        await pool.close()
+
+    app.cleanup_ctx.append(services_context)
+    app.router.add_routes(accounts.routes)
+    app.router.add_routes(imports.routes)
+    app.router.add_routes(posts.routes)
+    app.router.add_get("/health", health)
+
+    setup_aiohttp_apispec(
+        app,
+        title="PostFuze Imports API",
+        version=__version__,
+        url="/openapi.json",
+        swagger_path="/docs",
+        openapi_version="3.0.3",
+        info={
+            "description": (
+                "Import a connected social account's past posts in the background, poll the "
+                "job or receive a signed webhook when it ends."
+            )
+        },
+        servers=[{"url": "/"}],
+    )
+    app.on_startup.append(_tidy_openapi_on_startup)
+    return app

@@ -1,0 +1,91 @@
+"""JSON rendering of API objects and the shared documentation of error responses."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from postfuze_imports.api.schemas import ProblemSchema
+from postfuze_imports.imports.window import format_timestamp
+from postfuze_imports.records import SocialAccount
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
+
+
+def account_payload(account: SocialAccount) -> dict[str, Any]:
+    return {
+        "id": str(account.id),
+        "platform": account.platform,
+        "tenant_id": account.tenant_id,
+        "username": account.username,
+        "display_name": account.display_name,
+        "network_unique_id": account.network_unique_id,
+        "status": account.status.value,
+        "api_base_url": account.api_base_url,
+        "token_expires_at": timestamp(account.token_expires_at),
+        "last_synced_at": timestamp(account.last_synced_at),
+        "created_at": timestamp(account.created_at),
+        "updated_at": timestamp(account.updated_at),
+        "livemode": account.livemode,
+    }
+
+
+def post_payload(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "social_account_id": str(row["social_account_id"]),
+        "platform": row["platform"],
+        "platform_post_id": row["platform_post_id"],
+        "platform_post_url": row["platform_post_url"],
+        "content": row["content"],
+        "media": row["media"],
+        "published_at": timestamp(row["published_at"]),
+        "source": row["source"],
+        "import_id": row["import_id"],
+        "metrics": row["metrics"],
+        "created_at": timestamp(row["created_at"]),
+        "livemode": row["livemode"],
+    }
+
+
+def parse_uuid(value: str) -> UUID | None:
+    """Parse a path id; a malformed id is simply not found."""
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"schema": ProblemSchema, "description": description}
+
+
+UNAUTHORIZED = {401: _problem("Missing, malformed or unknown API key.")}
+NOT_FOUND = {404: _problem("No such object in this organization and mode.")}
+INVALID = {
+    400: _problem("Malformed JSON (invalid_json) or a tampered cursor (invalid_cursor)."),
+    422: _problem("Validation failed; `errors` lists every problem."),
+}
+WRITE = {
+    403: _problem("The API key lacks the scope this write needs."),
+    413: _problem("The body is larger than 64 KiB."),
+    415: _problem("The body is not application/json."),
+    429: _problem("Rate limit exceeded; see Retry-After."),
+}

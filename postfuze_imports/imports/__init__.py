@@ -1,0 +1,1 @@
+"""The import job lifecycle: create, claim, checkpoint, finish, cancel and sweep."""

@@ -1,0 +1,157 @@
+"""The arq worker: task functions, cron sweeps, startup and shutdown."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from arq import cron, func
+from arq.connections import ArqRedis, RedisSettings
+from arq.worker import Worker
+
+from postfuze_imports import __version__, db, queue
+from postfuze_imports.crypto import Secrets
+from postfuze_imports.hooks import record_import_finished
+from postfuze_imports.imports.runner import JobRunner, Wakers
+from postfuze_imports.outbound import create_client_session
+from postfuze_imports.providers import ProviderRegistry
+from postfuze_imports.settings import Settings
+from postfuze_imports.webhooks.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
+
+# The sweep sends no more wake-ups while this many are already queued: the queue is
+# then backed up, not lost.
+SWEEP_MAX_QUEUED = 1000
+SWEEP_BATCH = 200
+DISPATCH_BATCH = 500
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    redis: ArqRedis = ctx["redis"]
+    pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
+    http = create_client_session(
+        allow_private=settings.allow_private_networks,
+        timeout=aiohttp.ClientTimeout(total=settings.network_timeout_seconds),
+    )
+    providers = ProviderRegistry(settings=settings, session=http)
+
+    async def wake_import(job_id: str | None, delay: float) -> bool:
+        return await queue.wake_import(redis, job_id, delay=delay)
+
+    async def wake_dispatcher() -> bool:
+        return await queue.wake_dispatcher(redis)
+
+    ctx["pool"] = pool
+    ctx["http"] = http
+    ctx["providers"] = providers
+    ctx["runner"] = JobRunner(
+        pool=pool,
+        settings=settings,
+        secrets=Secrets(settings.secret_key),
+        providers=providers,
+        on_finish=record_import_finished,
+        wakers=Wakers(wake_import=wake_import, wake_dispatcher=wake_dispatcher),
+    )
+    ctx["dispatcher"] = Dispatcher(pool=pool, settings=settings)
+    log.info(
+        "worker started (version %s, %d jobs at once)", __version__, settings.worker_concurrency
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    dispatcher: Dispatcher | None = ctx.get("dispatcher")
+    if dispatcher is not None:
+        await dispatcher.aclose()
+    providers: ProviderRegistry | None = ctx.get("providers")
+    if providers is not None:
+        await providers.aclose()
+    http: aiohttp.ClientSession | None = ctx.get("http")
+    if http is not None:
+        await http.close()
+    pool: db.Pool | None = ctx.get("pool")
+    if pool is not None:
+        await pool.close()
+    log.info("worker stopped")
+
+
+async def run_import(ctx: dict[str, Any], job_id: str | None) -> None:
+    """Run the import `job_id` (any due import when None)."""
+    runner: JobRunner = ctx["runner"]
+    await runner.run(job_id)
+
+
+async def dispatch_webhooks(ctx: dict[str, Any]) -> None:
+    """Send due webhook deliveries until none is due."""
+    dispatcher: Dispatcher = ctx["dispatcher"]
+    while await dispatcher.dispatch_due(DISPATCH_BATCH) >= DISPATCH_BATCH:
+        pass
+
+
+async def sweep(ctx: dict[str, Any]) -> None:
+    """Wake due imports whose wake-up was lost or whose worker died, and the dispatcher.
+
+    PostgreSQL is the source of truth: Redis may have been flushed or restarted, and a
+    worker killed mid-job leaves only an expired lease behind.
+    """
+    pool: db.Pool = ctx["pool"]
+    redis: ArqRedis = ctx["redis"]
+    queued = await redis.zcard(queue.QUEUE_NAME)
+    if queued < SWEEP_MAX_QUEUED:
+        rows = await pool.fetch(db.q("due_import_jobs"), SWEEP_BATCH)
+        for row in rows:
+            await queue.wake_import(redis, row["id"])
+        if rows:
+            log.info("sweep woke %d due imports", len(rows), extra={"woken": len(rows)})
+    await queue.wake_dispatcher(redis)
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Return the keyword arguments of arq's Worker for these settings."""
+    interval = settings.sweep_interval_seconds
+    return {
+        "functions": [
+            # Results are not kept: PostgreSQL holds each job's outcome, and a kept
+            # result would block a later wake-up with the same arq job id.
+            func(
+                run_import,
+                name=queue.RUN_IMPORT,
+                keep_result=0,
+                timeout=timedelta(hours=6),
+                max_tries=1,
+            ),
+            func(
+                dispatch_webhooks,
+                name=queue.DISPATCH_WEBHOOKS,
+                keep_result=0,
+                timeout=timedelta(minutes=30),
+                max_tries=1,
+            ),
+        ],
+        "cron_jobs": [
+            cron(
+                sweep,
+                name="sweep",
+                second=set(range(0, 60, interval)) if interval < 60 else {0},
+                run_at_startup=True,
+                keep_result=0,
+                unique=False,
+            ),
+        ],
+        "queue_name": queue.QUEUE_NAME,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "max_jobs": settings.worker_concurrency + 2,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        "handle_signals": True,
+        "keep_result": 0,
+        "poll_delay": 0.2,
+    }
+
+
+def run(settings: Settings) -> None:
+    Worker(**worker_settings(settings)).run()
