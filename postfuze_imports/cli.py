@@ -12,7 +12,7 @@ import asyncpg
 from postfuze_imports import logs
 from postfuze_imports.api.auth import ALL_SCOPES, SCOPES
 from postfuze_imports.crypto import generate_api_key, hash_api_key
-from postfuze_imports.db import q
+from postfuze_imports.db import q, required
 from postfuze_imports.errors import ConfigurationError
 from postfuze_imports.migrations import migrate
 from postfuze_imports.settings import Settings
@@ -24,7 +24,7 @@ async def create_org(dsn: str, name: str) -> uuid.UUID:
         row = await connection.fetchrow(q("insert_organization"), uuid.uuid4(), name)
     finally:
         await connection.close()
-    org_id: uuid.UUID = row["id"]
+    org_id: uuid.UUID = required(row)["id"]
     return org_id
 
 

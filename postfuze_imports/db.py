@@ -10,13 +10,17 @@ import json
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+import asyncpg.pool
 
-Pool = asyncpg.Pool  # type: ignore[type-arg]
-Connection = asyncpg.Connection  # type: ignore[type-arg]
-Record = asyncpg.Record
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+# A plain connection, or one acquired from a pool (a proxy with the same methods).
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
+Record: TypeAlias = asyncpg.Record
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -88,5 +92,8 @@ async def create_pool(dsn: str, *, max_size: int = 10, min_size: int = 1) -> Poo
     return pool
 
 
-def row_dict(record: Record | None) -> dict[str, Any] | None:
-    return None if record is None else dict(record)
+def required(record: Record | None) -> Record:
+    """Return a row that the query always returns (INSERT … RETURNING, a locked row)."""
+    if record is None:
+        raise LookupError("the query returned no row where one was certain")
+    return record

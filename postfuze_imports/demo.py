@@ -18,7 +18,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -29,10 +28,7 @@ from postfuze_imports.devstack.stack import find_stack_dir, free_port, wait_for_
 from postfuze_imports.settings import Settings
 
 DEMO_HANDLE = "demo.test"
-WORDS = (
-    "shipping launch notes coffee morning release review draft sunset city river "
-    "design team roadmap weekend photo thread update keynote meetup café naïve 東京 🎉"
-).split()
+WORDS = ["shipping", "launch", "notes", "coffee", "morning", "release", "review", "draft", "sunset", "city", "river", "design", "team", "roadmap", "weekend", "photo", "thread", "update", "keynote", "meetup", "café", "naïve", "東京", "🎉"]
 
 
 def _say(message: str) -> None:
@@ -46,8 +42,12 @@ def _demo_posts(count: int) -> list[tuple[str, str]]:
     posts = []
     for index in range(count):
         created = now - timedelta(seconds=rng.randint(0, 2 * 365 * 86400))
-        text = f"Post {index + 1}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14)))
-        posts.append((text, created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z"))
+        text = f"Post {index + 1}: " + " ".join(
+            rng.choice(WORDS) for _ in range(rng.randint(4, 14))
+        )
+        posts.append(
+            (text, created.strftime("%Y-%m-%dT%H:%M:%S.") + f"{created.microsecond // 1000:03d}Z")
+        )
     return posts
 
 
@@ -141,7 +141,11 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
             _say("4/6 Connecting the account with its app password")
             response = await api.post(
                 "/api/v1/social-accounts/bluesky/connect",
-                json={"identifier": DEMO_HANDLE, "app_password": app_password, "api_base_url": pds.url},
+                json={
+                    "identifier": DEMO_HANDLE,
+                    "app_password": app_password,
+                    "api_base_url": pds.url,
+                },
             )
             account = await response.json()
             if response.status != 201:
@@ -175,7 +179,9 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
 
             _say("6/6 A sample of the imported posts, newest first")
             page = await (
-                await api.get("/api/v1/posts", params={"social_account_id": account["id"], "limit": "5"})
+                await api.get(
+                    "/api/v1/posts", params={"social_account_id": account["id"], "limit": "5"}
+                )
             ).json()
             for post in page["data"]:
                 _say(f"    {post['published_at']}  {post['content'][:70]}")

@@ -56,7 +56,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         on_finish=record_import_finished,
         wakers=Wakers(wake_import=wake_import, wake_dispatcher=wake_dispatcher),
     )
-    ctx["dispatcher"] = Dispatcher(pool=pool, settings=settings)
+    ctx["dispatcher"] = Dispatcher.create(pool, settings)
     log.info(
         "worker started (version %s, %d jobs at once)", __version__, settings.worker_concurrency
     )
@@ -65,7 +65,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     dispatcher: Dispatcher | None = ctx.get("dispatcher")
     if dispatcher is not None:
-        await dispatcher.aclose()
+        await dispatcher.close()
     providers: ProviderRegistry | None = ctx.get("providers")
     if providers is not None:
         await providers.aclose()

@@ -49,7 +49,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url,
             "POSTFUZE_SECRET_KEY": settings.secret_key,
-            "POSTFUZE_ALLOW_PRIVATE_NETWORKS": "true" if settings.allow_private_networks else "false",
+            "POSTFUZE_ALLOW_PRIVATE_NETWORKS": "true"
+            if settings.allow_private_networks
+            else "false",
             "POSTFUZE_LEASE_SECONDS": str(settings.lease_seconds),
             "POSTFUZE_SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
             "POSTFUZE_MAX_JOB_CRASHES": str(settings.max_job_crashes),
@@ -68,7 +70,7 @@ class WorkerProcess:
         env = settings_env(settings)
         env.update(extra_env or {})
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(  # noqa: S603
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "postfuze_imports", "worker"],
             env=env,
             stdout=self._log,

@@ -43,7 +43,8 @@ def _scattered_posts(count: int) -> list[tuple[str, str]]:
     """Build posts whose createdAt values cover two years in a shuffled order."""
     posts = []
     for index in range(count):
-        # 7919 is prime, so index * 7919 mod count visits every slot once, out of order.
+        # 7919 is a prime that does not divide 250, so index * 7919 mod count visits every
+        # slot once, out of order.
         slot = (index * 7919) % count
         created_at = FIRST_CREATED_AT + SPAN * slot / count
         text = f"post {index} (slot {slot}) café ☕ 🦋" if index % 50 == 0 else f"post {index}"
@@ -94,8 +95,28 @@ async def test_posts_round_trip(pds: PdsServer) -> None:
     assert all(record["value"]["$type"] == "app.bsky.feed.post" for record in records)
 
 
+async def test_write_posts_large_batch(pds: PdsServer) -> None:
+    account = await pds.create_account("frank.test", "frank-password", "frank@example.com")
+    # Each grapheme is "é" with four combining acute accents: 10 bytes of UTF-8 and 30 bytes
+    # of escaped JSON. A post of 300 graphemes stays within the 3,000-byte post limit, and
+    # 130 such posts exceed the 1,000,000-byte applyWrites body limit in one call.
+    grapheme = "\u00e9" + "\u0301" * 4
+    posts = [
+        (f"{index:03d}" + grapheme * 297, _iso(FIRST_CREATED_AT + timedelta(hours=index)))
+        for index in range(130)
+    ]
+    assert all(len(text.encode()) <= 3000 for text, _ in posts)
+
+    uris = await pds.write_posts(account, posts)
+    assert len(uris) == 130
+
+    records = await pds.list_all_posts(account["did"])
+    listed = {(record["value"]["text"], record["value"]["createdAt"]) for record in records}
+    assert listed == set(posts)
+
+
 async def test_list_all_posts_empty_repo(pds: PdsServer) -> None:
-    account = await pds.create_account("empty.test", "empty-password", "empty@example.com")
+    account = await pds.create_account("erin.test", "erin-password", "erin@example.com")
     assert await pds.list_all_posts(account["did"]) == []
 
 

@@ -340,3 +340,35 @@ async def test_thousand_posts_are_fast() -> None:
     assert sum(len(page.posts) for page in resumed) == 100
     # Measured at about 40 ms for both on a laptop-class CPU; the bound leaves room for CI.
     assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("offset", [1, 3, 40, 150])
+async def test_resume_with_window_cut_inside_days(offset: int) -> None:
+    account = make_account()
+    posts = await full_history(account)
+    # Pick a busy day so the cut leaves posts of that day on both sides.
+    busy = next(
+        index
+        for index in range(100, len(posts) - 3)
+        if posts[index].published_at.date() == posts[index + 3].published_at.date()
+    )
+    end = posts[busy + 1].published_at
+    start = posts[busy + 400].published_at + timedelta(seconds=1)
+    window = Window(start=start, end=end, limit=1_000_000)
+    expected = [post for post in posts if start <= post.published_at <= end]
+    provider = SimulatorProvider(anchor=ANCHOR)
+    resumed = flatten(
+        await collect_pages(
+            provider, account, window, {"offset": offset, "anchor": ANCHOR.isoformat()}
+        )
+    )
+    assert resumed == expected[offset:]
+
+
+async def test_anchor_inside_a_day() -> None:
+    account = make_account()
+    posts = await full_history(account)
+    anchor = posts[20].published_at + timedelta(seconds=1)
+    got = await full_history(account, anchor)
+    assert got == posts[20:]
+    assert got[0].published_at < anchor

@@ -23,7 +23,7 @@ from postfuze_imports.api.schemas import (
     CreateAccountSchema,
 )
 from postfuze_imports.api.validation import parse_body, parse_query
-from postfuze_imports.db import q
+from postfuze_imports.db import q, required
 from postfuze_imports.errors import (
     Conflict,
     FieldProblem,
@@ -88,7 +88,7 @@ async def _insert_account(request: web.Request, values: dict[str, Any]) -> Socia
             f"a connected {values['platform']} account with network_unique_id "
             f"{values['network_unique_id']!r} already exists; delete it first to replace it"
         ) from None
-    account = SocialAccount.from_row(row)
+    account = SocialAccount.from_row(required(row))
     log.info(
         "created %s account %s", account.platform, account.id, extra={"account_id": str(account.id)}
     )
@@ -100,13 +100,13 @@ async def _insert_account(request: web.Request, values: dict[str, Any]) -> Socia
     summary="Register a social account with tokens you already hold",
     responses={
         201: {"schema": AccountSchema, "description": "The account."},
-        409: {"description": "The account is already connected."},
+        409: responses.problem_doc("The account is already connected."),
         **responses.UNAUTHORIZED,
         **responses.INVALID,
         **responses.WRITE,
     },
 )
-@request_schema(CreateAccountSchema)
+@request_schema(CreateAccountSchema, required=True)
 @routes.post("/api/v1/social-accounts")
 @requires_scope("accounts:write")
 async def create_account(request: web.Request) -> web.Response:
@@ -140,14 +140,14 @@ async def create_account(request: web.Request) -> web.Response:
     ),
     responses={
         201: {"schema": AccountSchema, "description": "The connected account."},
-        409: {"description": "The account is already connected."},
-        503: {"description": "The PDS could not be reached."},
+        409: responses.problem_doc("The account is already connected."),
+        503: responses.problem_doc("The PDS could not be reached."),
         **responses.UNAUTHORIZED,
         **responses.INVALID,
         **responses.WRITE,
     },
 )
-@request_schema(ConnectBlueskySchema)
+@request_schema(ConnectBlueskySchema, required=True)
 @routes.post("/api/v1/social-accounts/bluesky/connect")
 @requires_scope("accounts:write")
 async def connect_bluesky(request: web.Request) -> web.Response:
@@ -161,7 +161,7 @@ async def connect_bluesky(request: web.Request) -> web.Response:
             {
                 "platform": "bluesky",
                 "username": identifier,
-                "network_unique_id": f"did:plc:test{uuid.uuid5(uuid.NAMESPACE_DNS, identifier).hex[:20]}",
+                "network_unique_id": _test_did(identifier),
                 "display_name": None,
                 "tenant_id": body.get("tenant_id"),
                 "api_base_url": None,
@@ -204,6 +204,11 @@ async def connect_bluesky(request: web.Request) -> web.Response:
         },
     )
     return json_response(account_payload(account), status=201)
+
+
+def _test_did(identifier: str) -> str:
+    """Return the stable simulated DID of a test-mode Bluesky handle."""
+    return f"did:plc:test{uuid.uuid5(uuid.NAMESPACE_DNS, identifier).hex[:20]}"
 
 
 def _expiry(value: object) -> Any:
@@ -285,4 +290,4 @@ async def delete_account(request: web.Request) -> web.Response:
         q("disconnect_social_account"), key.organization_id, key.livemode, account.id
     )
     log.info("disconnected account %s", account.id, extra={"account_id": str(account.id)})
-    return json_response(account_payload(SocialAccount.from_row(row)))
+    return json_response(account_payload(SocialAccount.from_row(required(row))))

@@ -12,14 +12,15 @@ import aiohttp
 from aiohttp import web
 from aiohttp_apigami import docs, setup_aiohttp_apispec
 from aiohttp_apigami.constants import SWAGGER_DICT
-from arq import create_pool
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
 
 from postfuze_imports import __version__, db
 from postfuze_imports.api import accounts, imports, posts
 from postfuze_imports.api.auth import auth_middleware
 from postfuze_imports.api.context import FINISH_HOOK, SERVICES, BlueskyConnector, Services
-from postfuze_imports.api.problems import problem_middleware
+from postfuze_imports.api.idempotency import idempotency_middleware
+from postfuze_imports.api.problems import PROBLEM_CONTENT_TYPE, problem_middleware
+from postfuze_imports.api.ratelimit import rate_limit_middleware
 from postfuze_imports.api.responses import json_response
 from postfuze_imports.api.schemas import HealthSchema
 from postfuze_imports.crypto import Secrets
@@ -74,12 +75,20 @@ async def health(request: web.Request) -> web.Response:
 def _tidy_openapi(app: web.Application) -> None:
     """Make the generated document valid OpenAPI 3.0 and describe the bearer scheme."""
     document: dict[str, Any] = app[SWAGGER_DICT]
-    for path_item in document.get("paths", {}).values():
+    for path, path_item in document.get("paths", {}).items():
+        # aiohttp adds a HEAD route beside every GET route, and aiohttp-apigami documents
+        # it as a copy of the GET operation.
+        if "get" in path_item:
+            path_item.pop("head", None)
         for operation in path_item.values():
             if isinstance(operation, dict):
                 # aiohttp-apigami's @docs adds Swagger 2's `produces`, invalid in OpenAPI 3.
                 operation.pop("produces", None)
                 operation.pop("consumes", None)
+                _problem_media_type(operation)
+                if path == "/health":
+                    # The health check needs no API key.
+                    operation["security"] = []
     components = document.setdefault("components", {})
     components["securitySchemes"] = {
         "apiKey": {
@@ -89,6 +98,18 @@ def _tidy_openapi(app: web.Application) -> None:
         }
     }
     document["security"] = [{"apiKey": []}]
+
+
+_PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def _problem_media_type(operation: dict[str, Any]) -> None:
+    """Document problem bodies as application/problem+json, the type they are sent with."""
+    for response in operation.get("responses", {}).values():
+        content = response.get("content", {})
+        media = content.get("application/json", {})
+        if media.get("schema", {}).get("$ref") == _PROBLEM_REF:
+            content[PROBLEM_CONTENT_TYPE] = content.pop("application/json")
 
 
 async def _tidy_openapi_on_startup(app: web.Application) -> None:
@@ -103,7 +124,12 @@ def create_app(
 ) -> web.Application:
     """Build the API application; connections open at startup and close at cleanup."""
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware],
+        middlewares=[
+            problem_middleware,
+            auth_middleware,
+            rate_limit_middleware,
+            idempotency_middleware,
+        ],
         # Bodies are read and size-checked by the handlers (64 KiB, problem+json 413).
         client_max_size=1024 * 1024,
     )
@@ -113,7 +139,10 @@ def create_app(
         from postfuze_imports.providers.bluesky import create_session as bluesky_create_session
 
         pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
-        redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+        # No connection is opened here, so the API starts and serves reads while Redis is
+        # down: /health reports it, and wake-ups are best effort (the worker's sweep finds
+        # the jobs). arq's create_pool would instead ping with retries and fail startup.
+        redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=HEALTH_TIMEOUT_SECONDS)
         http = create_client_session(
             allow_private=settings.allow_private_networks,
             timeout=aiohttp.ClientTimeout(total=settings.network_timeout_seconds),

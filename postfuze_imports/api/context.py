@@ -33,8 +33,9 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-API_KEY = "postfuze_api_key"  # request key of the authenticated ApiKey
-REQUEST_ID = "postfuze_request_id"
+# Typed request keys: aiohttp 3.14 warns (NotAppKeyWarning) about plain string keys.
+API_KEY = web.RequestKey("postfuze_api_key", ApiKey)
+REQUEST_ID = web.RequestKey("postfuze_request_id", str)
 
 
 def services(request: web.Request) -> Services:
@@ -42,8 +43,8 @@ def services(request: web.Request) -> Services:
 
 
 def api_key(request: web.Request) -> ApiKey:
-    key: ApiKey = request[API_KEY]
-    return key
+    return request[API_KEY]
 
 
-FINISH_HOOK = web.AppKey("finish_hook", FinishHook)
+# A Callable alias is not a class, so the key is typed by annotation.
+FINISH_HOOK: web.AppKey[FinishHook] = web.AppKey("finish_hook")

@@ -37,7 +37,7 @@ routes = web.RouteTableDef()
     ),
     responses={
         202: {"schema": ImportJobSchema, "description": "The queued job."},
-        409: {"description": "The account is disconnected."},
+        409: responses.problem_doc("The account is disconnected."),
         **responses.UNAUTHORIZED,
         **responses.NOT_FOUND,
         **responses.INVALID,
@@ -134,7 +134,7 @@ async def get_import(request: web.Request) -> web.Response:
     ),
     responses={
         200: {"schema": ImportJobSchema, "description": "The job as it stands."},
-        409: {"description": "The job has already finished."},
+        409: responses.problem_doc("The job has already finished."),
         **responses.UNAUTHORIZED,
         **responses.NOT_FOUND,
         **responses.WRITE,

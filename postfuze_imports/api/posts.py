@@ -61,7 +61,9 @@ async def _list(
 @docs(
     tags=["Posts"],
     summary="List posts, newest published first",
-    description="`from` and `to` filter on published_at and are inclusive; a date means the whole UTC day.",
+    description=(
+        "`from` and `to` filter on published_at and are inclusive; a date means the whole UTC day."
+    ),
     responses={
         200: {"schema": PostListSchema, "description": "A page of posts."},
         **responses.UNAUTHORIZED,

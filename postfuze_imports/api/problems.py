@@ -19,6 +19,9 @@ from postfuze_imports.logs import request_id_var
 log = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Headers that problem_middleware adds to the final response, error or not; inner
+# middlewares such as the rate limiter set them.
+RESPONSE_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("postfuze_response_headers")
 
 
 def problem_response(
@@ -80,6 +83,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = error_response(error)
         except web.HTTPException as error:
             if error.status < 400:
+                error.headers.update(request.get(RESPONSE_HEADERS, {}))
                 raise
             code, detail = _HTTP_CODES.get(error.status, ("http_error", error.reason))
             headers = {key: value for key, value in error.headers.items() if key.lower() == "allow"}
@@ -97,6 +101,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                 "internal_error",
                 f"an internal error occurred; quote request id {request_id} when reporting it",
             )
+        response.headers.update(request.get(RESPONSE_HEADERS, {}))
         response.headers["Request-Id"] = request_id
         log.info(
             "%s %s -> %d in %.1f ms",

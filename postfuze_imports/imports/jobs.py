@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from postfuze_imports.db import Connection, Pool, q
+from postfuze_imports.db import Connection, Pool, q, required
 from postfuze_imports.errors import Conflict
 from postfuze_imports.imports.window import Bound, format_timestamp
 from postfuze_imports.records import ImportJob, JobStatus, SocialAccount
@@ -76,7 +76,7 @@ async def create_job(
         to_bound.instant if to_bound else None,
         limit,
     )
-    job = ImportJob.from_row(row)
+    job = ImportJob.from_row(required(row))
     log.info(
         "queued import %s for account %s (limit %d)",
         job.id,
@@ -180,4 +180,4 @@ async def cancel_job(
             job.id,
             extra={"import_id": job.id, "account_id": str(account_id)},
         )
-        return ImportJob.from_row(updated)
+        return ImportJob.from_row(required(updated))

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from postfuze_imports.crypto import Secrets
-from postfuze_imports.db import Pool, q
+from postfuze_imports.db import Pool, q, required
 from postfuze_imports.errors import (
     LeaseLost,
     ProviderAuthError,
@@ -176,7 +176,7 @@ class JobRunner:
     async def _import(self, job: ImportJob, token: uuid.UUID) -> None:
         ids = _log_ids(job)
         account_row = await self.pool.fetchrow(q("get_social_account_by_id"), job.social_account_id)
-        account = SocialAccount.from_row(account_row)
+        account = SocialAccount.from_row(required(account_row))
         if account.status is AccountStatus.DISCONNECTED:
             await self._finish(
                 job, token, JobStatus.FAILED, "The account was disconnected before the import ran."
@@ -254,7 +254,7 @@ class JobRunner:
                 checkpoint,
                 self.settings.lease_seconds,
             )
-        return inserted, row["cancel_requested_at"] is not None
+        return inserted, required(row)["cancel_requested_at"] is not None
 
     async def _save_credentials(self, account: SocialAccount, credentials: dict[str, Any]) -> None:
         await self.pool.execute(
@@ -356,7 +356,7 @@ class JobRunner:
             row = await connection.fetchrow(
                 q("finish_import_job"), job.id, token, status.value, message
             )
-            finished = ImportJob.from_row(row)
+            finished = ImportJob.from_row(required(row))
             if status is JobStatus.COMPLETED:
                 await connection.execute(q("mark_account_synced"), job.social_account_id)
             await self.on_finish(connection, finished)

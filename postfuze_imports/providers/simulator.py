@@ -135,7 +135,7 @@ class _Profile:
     @classmethod
     def build(cls, account: AccountContext) -> _Profile:
         seed = account_seed(account.platform, account.network_unique_id)
-        rng = random.Random(seed)
+        rng = random.Random(seed)  # noqa: S311 - seeded so every run builds the same history
         span_days = rng.randint(3 * 365, 8 * 365)
         target_posts = rng.randint(1500, 4000)
         base_url = account.api_base_url or "https://mastodon.social"
@@ -171,7 +171,7 @@ class _Profile:
         count = self.count_on(day)
         if count == 0:
             return []
-        rng = random.Random(_mix(self.seed ^ _mix(_STREAM_DAY + day)))
+        rng = random.Random(_mix(self.seed ^ _mix(_STREAM_DAY + day)))  # noqa: S311 - as above
         midnight = datetime.combine(date.fromordinal(day), time(), tzinfo=UTC)
         seconds = sorted(rng.sample(range(86_400), count), reverse=True)
         return [
@@ -285,7 +285,7 @@ def _posts_in_window(
             skip -= count
             continue
         for post in profile.posts_on(day):
-            if not window.contains(post.published_at):
+            if post.published_at >= anchor or not window.contains(post.published_at):
                 continue
             if skip:
                 skip -= 1

@@ -141,7 +141,9 @@ async function startPds(options, plcUrl) {
     didPlcUrl: plcUrl,
     inviteRequired: false,
     // No crawlers, app view, moderation service, report service, email or
-    // Redis are configured, so the PDS makes no requests outside loopback.
+    // Redis are configured, so startup and the repo API stay on loopback.
+    // Requests that name another host, such as resolveHandle for a handle
+    // outside ".test", still make the PDS look that host up.
     crawlers: [],
     rateLimitsEnabled: false,
     jwtSecret: secrets.jwtSecret,
@@ -189,8 +191,8 @@ async function main() {
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
   if (options.stopOnStdinClose) {
-    // The parent holds the write end of stdin, so end-of-file means the parent
-    // exited, possibly without sending SIGTERM.
+    // Only the parent has the write end of stdin, so end-of-file means the
+    // parent exited, possibly without sending SIGTERM.
     process.stdin.on('end', () => stop('stdin closed'))
     process.stdin.resume()
   }
