@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 
 from postfuze_imports.devstack.pds import PdsServer, start_pds
 from postfuze_imports.errors import ProviderAuthError, ProviderPermanentError
@@ -103,9 +104,14 @@ class Connected:
         )
 
 
-@pytest.fixture
-async def pds(tmp_path: Path) -> AsyncIterator[PdsServer]:
-    server = await start_pds(tmp_path)
+# One PDS serves every test of this module (each test creates its own accounts), so
+# the module's tests share one event loop with it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pds(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PdsServer]:
+    server = await start_pds(tmp_path_factory.mktemp("pds"))
     try:
         yield server
     finally:

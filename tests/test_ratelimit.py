@@ -271,7 +271,7 @@ async def test_hung_redis_does_not_hang_requests(
     before = await client.get(ACCOUNTS, headers=org.test)
     assert before.headers.get("RateLimit-Remaining") == "599"
 
-    # A stopped process keeps its socket open but never answers.
+    # A stopped process keeps its socket open but never responds.
     process.send_signal(signal.SIGSTOP)
     started = time.monotonic()
     response = await client.get(ACCOUNTS, headers=org.test)

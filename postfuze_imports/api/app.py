@@ -15,7 +15,7 @@ from aiohttp_apigami.constants import SWAGGER_DICT
 from arq.connections import ArqRedis
 
 from postfuze_imports import __version__, db
-from postfuze_imports.api import accounts, imports, posts
+from postfuze_imports.api import accounts, imports, posts, webhooks
 from postfuze_imports.api.auth import auth_middleware
 from postfuze_imports.api.context import FINISH_HOOK, SERVICES, BlueskyConnector, Services
 from postfuze_imports.api.idempotency import idempotency_middleware
@@ -165,6 +165,7 @@ def create_app(
     app.router.add_routes(accounts.routes)
     app.router.add_routes(imports.routes)
     app.router.add_routes(posts.routes)
+    app.router.add_routes(webhooks.routes)
     app.router.add_get("/health", health)
 
     setup_aiohttp_apispec(

@@ -1,13 +1,13 @@
-"""Idempotency-Key for POST requests, after draft-ietf-httpapi-idempotency-key-header-07.
+"""Idempotency-Key for POST requests, after IETF draft-ietf-httpapi-idempotency-key-header.
 
 A POST under /api/v1 that carries an Idempotency-Key header claims the key for its
 organization and mode in PostgreSQL before its handler runs, and stores the response
 when the handler finishes. Keys are kept for 24 hours. A later request with the same key:
 
-- with the same method, path and body (the fingerprint is the SHA-256 of the body
-  bytes) gets the stored status, body, Content-Type and Location again, plus
+- with the same method, path, query string and body (the fingerprint is the SHA-256
+  of the body bytes) gets the stored status, body, Content-Type and Location again, plus
   `Idempotent-Replayed: true`, and its handler does not run;
-- with a different method, path or body gets 422 `idempotency_key_reused`;
+- with a different method, path, query string or body gets 422 `idempotency_key_reused`;
 - while the first request is still running gets 409 `conflict` with `Retry-After: 1`
   at once, rather than holding a connection open until the first one finishes.
 
@@ -55,11 +55,11 @@ _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 RETENTION_SECONDS = 24 * 60 * 60
 # An in-progress key older than this belongs to a request whose process died before it
 # stored or released the key, and the next request with the key takes it over. The
-# slowest handler, the Bluesky connect call, is bounded by the 30-second default network
-# timeout.
-# NOTE: a network timeout set above about 100 seconds can let a retry take over a key
-# whose first request is still running.
-ABANDONED_AFTER_SECONDS = 120
+# slowest handler, the Bluesky connect call, makes a few outbound requests that each time
+# out after network_timeout_seconds (30 by default).
+# NOTE: with a network timeout above about 90 seconds, a retry can take over the key of a
+# connect call that is still running.
+ABANDONED_AFTER_SECONDS = 300
 # Claims retried when the key is released or expires between the claim and the lookup.
 CLAIM_ATTEMPTS = 3
 STORED_HEADERS = ("Content-Type", "Location")

@@ -32,8 +32,8 @@ from postfuze_imports.settings import Settings
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
-# A counter only needs to outlive its window; the margin covers app servers whose
-# clocks disagree by a few seconds.
+# A counter only needs to outlive its window. The margin covers app servers whose clocks
+# disagree by a few seconds.
 COUNTER_TTL_SECONDS = 2 * WINDOW_SECONDS
 # A hung Redis delays a request by at most this long, then the request is served unlimited.
 REDIS_TIMEOUT_SECONDS = 0.5
@@ -170,10 +170,10 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
 
     reset_seconds = max(1, math.ceil(start + WINDOW_SECONDS - now))
-    shown = _closest_to_running_out(usages)
+    closest = _closest_to_running_out(usages)
     request[RESPONSE_HEADERS] = {
-        "RateLimit-Limit": str(shown.limit.maximum),
-        "RateLimit-Remaining": str(shown.remaining),
+        "RateLimit-Limit": str(closest.limit.maximum),
+        "RateLimit-Remaining": str(closest.remaining),
         "RateLimit-Reset": str(reset_seconds),
     }
     exceeded = [usage for usage in usages if usage.exceeded]

@@ -580,7 +580,8 @@ async def start_pds(
     `work_dir/pds.log`. Use a new `work_dir` for each start, because the PLC directory
     keeps DIDs in memory only and accounts from an earlier run no longer resolve.
     Without `port`, a free port is chosen. `access_token_ttl` shortens the lifetime of
-    access tokens to that many seconds (the PDS default is 120 minutes).
+    access tokens to between that many seconds and one second more (the PDS default is
+    120 minutes).
     `startup_timeout` bounds the seconds from process start to the ready line. The npm
     project is installed first if needed (see `ensure_installed`), which can take
     minutes and is not counted in `startup_timeout`.

@@ -89,7 +89,8 @@ function bindToLoopback(app) {
 // (createAccessToken in dist/account-manager/helpers/auth.js) and has no config
 // option for it. The PDS signs these tokens with jose's SignJWT and the header
 // typ "at+jwt", so replacing the expiry of such tokens shortens their lifetime.
-// Refresh tokens (typ "refresh+jwt") keep their 90-day lifetime.
+// Refresh tokens (typ "refresh+jwt") keep their 90-day lifetime. The expiry is
+// rounded up to whole seconds, so a token stays valid for at least ttlSeconds.
 // NOTE: this relies on the PDS using the same jose module instance as this
 // launcher, which package.json ensures by pinning the jose version in the lock.
 async function shortenAccessTokens(ttlSeconds) {
@@ -97,7 +98,7 @@ async function shortenAccessTokens(ttlSeconds) {
   const setExpirationTime = SignJWT.prototype.setExpirationTime
   SignJWT.prototype.setExpirationTime = function (input) {
     if (this._protectedHeader?.typ === 'at+jwt') {
-      return setExpirationTime.call(this, `${ttlSeconds}s`)
+      return setExpirationTime.call(this, Math.ceil(Date.now() / 1000) + ttlSeconds)
     }
     return setExpirationTime.call(this, input)
   }

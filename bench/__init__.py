@@ -1,0 +1,1 @@
+"""Benchmarks, kept out of the test run; `make bench` runs them all."""
