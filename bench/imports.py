@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -42,19 +41,41 @@ async def run(settings: Settings) -> dict[str, Any]:
     await pool.execute(db.q("insert_organization"), org_id, "bench")
     for index in range(ACCOUNTS):
         row = await pool.fetchrow(
-            db.q("insert_social_account"), uuid.uuid4(), org_id, False, "x", None,
-            f"bench{index}", None, f"bench-{index}", None, secrets.encrypt_json({"access_token": "t"}), None,
+            db.q("insert_social_account"),
+            uuid.uuid4(),
+            org_id,
+            False,
+            "x",
+            None,
+            f"bench{index}",
+            None,
+            f"bench-{index}",
+            None,
+            secrets.encrypt_json({"access_token": "t"}),
+            None,
         )
-        await create_job(pool, SocialAccount.from_row(db.required(row)), from_bound=None, to_bound=None, limit=LIMIT)
-    env = {**os.environ, "DATABASE_URL": dsn, "POSTFUZE_LOG_LEVEL": "WARNING",
-           "POSTFUZE_SWEEP_INTERVAL_SECONDS": "1"}
+        await create_job(
+            pool,
+            SocialAccount.from_row(db.required(row)),
+            from_bound=None,
+            to_bound=None,
+            limit=LIMIT,
+        )
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "POSTFUZE_LOG_LEVEL": "WARNING",
+        "POSTFUZE_SWEEP_INTERVAL_SECONDS": "1",
+    }
     started = time.monotonic()
     workers = [
-        subprocess.Popen([sys.executable, "-m", "postfuze_imports", "worker"], env=env)  # noqa: S603
+        subprocess.Popen([sys.executable, "-m", "postfuze_imports", "worker"], env=env)
         for _ in range(WORKERS)
     ]
     try:
-        while await pool.fetchval("SELECT count(*) FROM import_jobs WHERE status IN ('pending', 'running')"):
+        while await pool.fetchval(
+            "SELECT count(*) FROM import_jobs WHERE status IN ('pending', 'running')"
+        ):
             if time.monotonic() - started > 600:
                 raise TimeoutError("imports did not finish within 10 minutes")
             await asyncio.sleep(0.2)
@@ -66,7 +87,7 @@ async def run(settings: Settings) -> dict[str, Any]:
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            worker.wait(timeout=30)
+            await asyncio.wait_for(worker.wait(), timeout=30)
         await pool.close()
         admin = await asyncpg.connect(settings.database_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

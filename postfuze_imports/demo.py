@@ -28,7 +28,32 @@ from postfuze_imports.devstack.stack import find_stack_dir, free_port, wait_for_
 from postfuze_imports.settings import Settings
 
 DEMO_HANDLE = "demo.test"
-WORDS = ["shipping", "launch", "notes", "coffee", "morning", "release", "review", "draft", "sunset", "city", "river", "design", "team", "roadmap", "weekend", "photo", "thread", "update", "keynote", "meetup", "café", "naïve", "東京", "🎉"]
+WORDS = [
+    "shipping",
+    "launch",
+    "notes",
+    "coffee",
+    "morning",
+    "release",
+    "review",
+    "draft",
+    "sunset",
+    "city",
+    "river",
+    "design",
+    "team",
+    "roadmap",
+    "weekend",
+    "photo",
+    "thread",
+    "update",
+    "keynote",
+    "meetup",
+    "café",
+    "naïve",
+    "東京",
+    "🎉",
+]
 
 
 def _say(message: str) -> None:
@@ -67,7 +92,7 @@ class _Receiver:
 
 def _process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log = open(log_path, "ab")  # noqa: SIM115 (the child process keeps it)
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-m", "postfuze_imports", *args],
         env=env,
         stdout=log,

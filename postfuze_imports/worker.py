@@ -107,6 +107,9 @@ async def sweep(ctx: dict[str, Any]) -> None:
         if rows:
             log.info("sweep woke %d due imports", len(rows), extra={"woken": len(rows)})
     await queue.wake_dispatcher(redis)
+    deleted = await pool.execute(db.q("delete_expired_idempotency_keys"), SWEEP_BATCH)
+    if deleted != "DELETE 0":
+        log.info("sweep deleted expired idempotency keys: %s", deleted)
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private Redis server for the session, so tests can flush it freely."""
     directory = tmp_path_factory.mktemp("redis")
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603
+    process = subprocess.Popen(
         redis_command(port, directory, daemonize=False),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

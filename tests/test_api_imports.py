@@ -163,7 +163,9 @@ async def test_start_limit_bounds_accepted(
 async def test_start_invalid_limit(
     client: Client, org: Org, account: JsonObject, limit: Any, code: str
 ) -> None:
-    response = await client.post(imports_url(account["id"]), json={"limit": limit}, headers=org.test)
+    response = await client.post(
+        imports_url(account["id"]), json={"limit": limit}, headers=org.test
+    )
 
     errors = await read_validation(response)
     assert field_codes(errors) == [("limit", code)]
@@ -183,7 +185,9 @@ async def test_start_invalid_limit(
 async def test_start_date_echo(
     client: Client, org: Org, account: JsonObject, given: str, echoed: str
 ) -> None:
-    job = await create_import(client, org.test, account["id"], {"from_date": given, "to_date": given})
+    job = await create_import(
+        client, org.test, account["id"], {"from_date": given, "to_date": given}
+    )
 
     assert job["from_date"] == echoed
     assert job["to_date"] == echoed
@@ -504,7 +508,9 @@ async def test_cancel_pending_fails_job(
 ) -> None:
     job = await create_import(client, org.test, account["id"])
 
-    response = await client.post(f"{imports_url(account['id'])}/{job['id']}/cancel", headers=org.test)
+    response = await client.post(
+        f"{imports_url(account['id'])}/{job['id']}/cancel", headers=org.test
+    )
 
     assert response.status == 200
     canceled = await response.json()
@@ -512,7 +518,9 @@ async def test_cancel_pending_fails_job(
     assert canceled["status"] == "failed"
     assert "canceled" in canceled["error_message"]
     assert TIMESTAMP.match(canceled["finished_at"])
-    fetched = await (await client.get(f"{imports_url(account['id'])}/{job['id']}", headers=org.test)).json()
+    fetched = await (
+        await client.get(f"{imports_url(account['id'])}/{job['id']}", headers=org.test)
+    ).json()
     assert fetched == canceled
 
 
@@ -550,27 +558,33 @@ async def test_cancel_completed_conflict(
         job["id"],
     )
 
-    response = await client.post(f"{imports_url(account['id'])}/{job['id']}/cancel", headers=org.test)
+    response = await client.post(
+        f"{imports_url(account['id'])}/{job['id']}/cancel", headers=org.test
+    )
 
     await read_problem(response, 409, "conflict")
-    fetched = await (await client.get(f"{imports_url(account['id'])}/{job['id']}", headers=org.test)).json()
+    fetched = await (
+        await client.get(f"{imports_url(account['id'])}/{job['id']}", headers=org.test)
+    ).json()
     assert fetched["status"] == "completed"
 
 
 async def test_cancel_unknown_import(client: Client, org: Org, account: JsonObject) -> None:
-    response = await client.post(f"{imports_url(account['id'])}/imp_missing/cancel", headers=org.test)
+    response = await client.post(
+        f"{imports_url(account['id'])}/imp_missing/cancel", headers=org.test
+    )
 
     await read_problem(response, 404, "not_found")
 
 
-async def test_cancel_other_account_import(
-    client: Client, org: Org, account: JsonObject
-) -> None:
+async def test_cancel_other_account_import(client: Client, org: Org, account: JsonObject) -> None:
     job = await create_import(client, org.test, account["id"])
     other = await create_account(client, org.test, "bob")
 
     response = await client.post(f"{imports_url(other['id'])}/{job['id']}/cancel", headers=org.test)
 
     await read_problem(response, 404, "not_found")
-    fetched = await (await client.get(f"{imports_url(account['id'])}/{job['id']}", headers=org.test)).json()
+    fetched = await (
+        await client.get(f"{imports_url(account['id'])}/{job['id']}", headers=org.test)
+    ).json()
     assert fetched["status"] == "pending"

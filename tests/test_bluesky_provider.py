@@ -1,7 +1,7 @@
-"""Tests of the Bluesky adapter: record mapping, and imports from a real local PDS.
+"""Tests of the Bluesky adapter against a real local PDS.
 
-The tests marked `pds` run `@atproto/pds` on 127.0.0.1 through
-`postfuze_imports.devstack.pds` (installed from npm on first use).
+They run `@atproto/pds` on 127.0.0.1 through `postfuze_imports.devstack.pds`, which
+installs it from npm on first use.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ import pytest
 import pytest_asyncio
 
 from postfuze_imports.devstack.pds import PdsServer, start_pds
-from postfuze_imports.errors import ProviderAuthError, ProviderPermanentError
+from postfuze_imports.errors import ProviderAuthError
 from postfuze_imports.outbound import create_client_session
 from postfuze_imports.providers.base import AccountContext, JsonObject, NormalizedPost, Page, Window
 from postfuze_imports.providers.bluesky import (
     BlueskyProvider,
     create_session,
     parse_datetime,
-    tid_timestamp,
 )
 
 FIRST_CREATED_AT = datetime(2023, 1, 1, tzinfo=UTC)
@@ -38,41 +37,6 @@ EVERYTHING = Window(start=None, end=None, limit=1000)
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 )
-
-
-# --- Mapping rules, no server ------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2024-05-06T07:08:09Z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
-        ("2024-05-06T07:08:09.123Z", datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)),
-        ("2024-05-06T07:08:09.123456789Z", datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)),
-        ("2024-05-06t07:08:09z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
-        ("2024-05-06T09:08:09+02:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
-        ("2024-05-06T07:08:09-00:00", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
-        ("2024-05-06T07:08:09", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
-        ("2024-05-06 07:08:09Z", datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)),
-        ("yesterday", None),
-        ("", None),
-        ("2024-13-01T00:00:00Z", None),
-    ],
-)
-def test_parse_datetime_forms(text: str, expected: datetime | None) -> None:
-    assert parse_datetime(text) == expected
-
-
-def test_tid_timestamp_decodes_write_time() -> None:
-    # 3jzfcijpj2z2a is the TID example of the atproto record key specification.
-    written = tid_timestamp("3jzfcijpj2z2a")
-    assert written is not None
-    assert datetime(2022, 1, 1, tzinfo=UTC) < written < datetime(2024, 1, 1, tzinfo=UTC)
-    assert tid_timestamp("self") is None
-    assert tid_timestamp("kjzfcijpj2z2a") is None
-
-
-# --- Against a local PDS ---------------------------------------------------------------
 
 
 @dataclass
@@ -106,7 +70,7 @@ class Connected:
 
 # One PDS serves every test of this module (each test creates its own accounts), so
 # the module's tests share one event loop with it.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.pds, pytest.mark.asyncio(loop_scope="module")]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -118,7 +82,7 @@ async def pds(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PdsServ
         await server.stop()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with create_client_session(allow_private=True, timeout=HTTP_TIMEOUT) as session:
         yield session
@@ -186,7 +150,6 @@ def posts_of(pages: list[Page]) -> list[NormalizedPost]:
     return [post for page in pages for post in page.posts]
 
 
-@pytest.mark.pds
 async def test_create_session_returns_credentials(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -202,7 +165,6 @@ async def test_create_session_returns_credentials(
     assert timedelta(minutes=110) < expires_at - datetime.now(UTC) <= timedelta(minutes=121)
 
 
-@pytest.mark.pds
 async def test_create_session_rejects_wrong_password(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -211,7 +173,6 @@ async def test_create_session_rejects_wrong_password(
         await create_session(http, pds.url, "bob.test", "aaaa-bbbb-cccc-dddd")
 
 
-@pytest.mark.pds
 async def test_create_session_rejects_account_password(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -220,7 +181,6 @@ async def test_create_session_rejects_account_password(
         await create_session(http, pds.url, "carol.test", "carol-password")
 
 
-@pytest.mark.pds
 async def test_window_is_exact_with_backdated_posts(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -245,7 +205,6 @@ async def test_window_is_exact_with_backdated_posts(
     assert [post.platform_post_id for post in posts_of(recent)] == [uri for _, uri in expected[:30]]
 
 
-@pytest.mark.pds
 async def test_window_boundaries_are_inclusive(pds: PdsServer, http: aiohttp.ClientSession) -> None:
     connected = await connect(pds, http, "erin")
     posts = scattered_posts(40)
@@ -258,7 +217,6 @@ async def test_window_boundaries_are_inclusive(pds: PdsServer, http: aiohttp.Cli
     assert [post.platform_post_id for post in posts_of(pages)] == [uri for _, uri in expected[5:21]]
 
 
-@pytest.mark.pds
 async def test_many_pages_heartbeats_and_resume(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -292,7 +250,6 @@ async def test_many_pages_heartbeats_and_resume(
     assert len(posts_of(bare)) == 10
 
 
-@pytest.mark.pds
 async def test_empty_repository_yields_only_heartbeat(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -302,7 +259,6 @@ async def test_empty_repository_yields_only_heartbeat(
     assert connected.saved == []
 
 
-@pytest.mark.pds
 async def test_invalid_access_token_is_refreshed(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -327,7 +283,6 @@ async def test_invalid_access_token_is_refreshed(
     assert len(connected.saved) == 1
 
 
-@pytest.mark.pds
 async def test_bad_refresh_token_logs_in_with_app_password(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -343,7 +298,6 @@ async def test_bad_refresh_token_logs_in_with_app_password(
     assert connected.saved[0]["app_password"] == connected.app_password
 
 
-@pytest.mark.pds
 async def test_no_way_to_renew_raises_auth_error(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -356,7 +310,6 @@ async def test_no_way_to_renew_raises_auth_error(
     assert connected.saved == []
 
 
-@pytest.mark.pds
 async def test_revoked_app_password_raises_auth_error(
     pds: PdsServer, http: aiohttp.ClientSession
 ) -> None:
@@ -368,7 +321,6 @@ async def test_revoked_app_password_raises_auth_error(
         await collect(make_provider(http, pds), connected, EVERYTHING)
 
 
-@pytest.mark.pds
 async def test_unknown_repo_is_permanent_error(pds: PdsServer, http: aiohttp.ClientSession) -> None:
     connected = await connect(pds, http, "liam")
     context = connected.context()
@@ -386,7 +338,6 @@ async def test_unknown_repo_is_permanent_error(pds: PdsServer, http: aiohttp.Cli
             pass
 
 
-@pytest.mark.pds
 async def test_media_embeds_are_mapped(pds: PdsServer, http: aiohttp.ClientSession) -> None:
     connected = await connect(pds, http, "mona")
     token = connected.credentials["access_token"]
@@ -448,7 +399,6 @@ async def test_media_embeds_are_mapped(pds: PdsServer, http: aiohttp.ClientSessi
         assert await response.read() == PNG
 
 
-@pytest.mark.pds
 async def test_expired_access_token_is_refreshed(tmp_path: Path) -> None:
     server = await start_pds(tmp_path, access_token_ttl=1)
     try:
@@ -474,27 +424,3 @@ async def test_expired_access_token_is_refreshed(tmp_path: Path) -> None:
             assert connected.saved[0]["access_token"] != token
     finally:
         await server.stop()
-
-
-async def test_resume_with_invalid_checkpoint_is_permanent_error() -> None:
-    async with create_client_session(allow_private=True, timeout=HTTP_TIMEOUT) as http:
-        provider = BlueskyProvider(
-            session=http, default_pds="http://127.0.0.1:9", allow_private=True, timeout=1.0
-        )
-        context = AccountContext(
-            account_id="x",
-            platform="bluesky",
-            username="a.test",
-            network_unique_id="did:plc:a",
-            api_base_url=None,
-            credentials={},
-            save_credentials=_never_save,
-        )
-        for checkpoint in ({"emitted": -1}, {"emitted": 1, "before": {"rkey": 3}}):
-            with pytest.raises(ProviderPermanentError, match="invalid Bluesky checkpoint"):
-                async for _ in provider.fetch(context, EVERYTHING, checkpoint):
-                    pass
-
-
-async def _never_save(credentials: JsonObject) -> None:
-    raise AssertionError("no credentials to save")

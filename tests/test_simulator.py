@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -47,6 +49,12 @@ async def collect_pages(
     return [page async for page in provider.fetch(account, window, checkpoint)]
 
 
+async def drain(pages: AsyncIterator[Page], into: list[Page]) -> None:
+    """Append every page to `into`, so a test sees the pages before an exception."""
+    async for page in pages:
+        into.append(page)
+
+
 def flatten(pages: list[Page]) -> list[NormalizedPost]:
     return [post for page in pages for post in page.posts]
 
@@ -82,7 +90,7 @@ async def test_history_size_and_span(network_unique_id: str) -> None:
 
 async def test_history_has_gaps_and_bursts() -> None:
     posts = await full_history(make_account())
-    gaps = [newer.published_at - older.published_at for newer, older in zip(posts, posts[1:])]
+    gaps = [newer.published_at - older.published_at for newer, older in itertools.pairwise(posts)]
     days = [post.published_at.date() for post in posts]
     busiest_day = max(days.count(day) for day in set(days))
     assert max(gaps) > timedelta(days=10)
@@ -232,8 +240,7 @@ async def test_fail_trigger_after_first_page() -> None:
     provider = SimulatorProvider(anchor=ANCHOR)
     pages: list[Page] = []
     with pytest.raises(ProviderPermanentError, match="failed after the first page"):
-        async for page in provider.fetch(make_account(username="sim-fail"), EVERYTHING, None):
-            pages.append(page)
+        await drain(provider.fetch(make_account(username="sim-fail"), EVERYTHING, None), pages)
     assert len(pages) == 1
     assert len(pages[0].posts) == PAGE_SIZE
 
@@ -244,8 +251,7 @@ async def test_ratelimit_trigger_once() -> None:
     window = Window(start=None, end=None, limit=300)
     pages: list[Page] = []
     with pytest.raises(ProviderRateLimited) as caught:
-        async for page in provider.fetch(account, window, None):
-            pages.append(page)
+        await drain(provider.fetch(account, window, None), pages)
     assert caught.value.retry_after == 30
     assert len(pages) == 1
     resumed = await collect_pages(provider, account, window, pages[0].checkpoint)

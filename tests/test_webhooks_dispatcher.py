@@ -349,6 +349,24 @@ async def test_private_url_blocked_with_guard_on(
     assert attempts[0]["error"].startswith(error)
 
 
+async def test_url_with_userinfo_blocked_at_send(webhooks: WebhookHarness) -> None:
+    created = await webhooks.add_endpoint()
+    # Stored before the create-time check existed, say; aiohttp would send it as a header.
+    await webhooks.pool.execute(
+        "UPDATE webhook_endpoints SET url = $2 WHERE id = $1",
+        created.endpoint.id,
+        f"http://user:s3cr3t-pw@127.0.0.1:{webhooks.receiver.port}/hook",
+    )
+    event_id = await webhooks.record()
+
+    assert await webhooks.dispatcher().dispatch_due() == 1
+
+    assert webhooks.receiver.requests == []
+    delivery = await webhooks.delivery_of(event_id)
+    assert delivery["last_error"].startswith("the URL is blocked by the outbound guard")
+    assert "s3cr3t-pw" not in delivery["last_error"]
+
+
 async def test_response_excerpt_bounded_and_decoded(webhooks: WebhookHarness) -> None:
     await webhooks.add_endpoint()
 
@@ -434,22 +452,37 @@ async def test_limit_bounds_one_run(webhooks: WebhookHarness) -> None:
 async def test_lost_claim_cannot_overwrite_new_owner(webhooks: WebhookHarness) -> None:
     receiver = webhooks.receiver
     await webhooks.add_endpoint()
-    receiver.replies = [receiver.blocking_reply(then=status_reply(500)), status_reply(200)]
+    first_gate, second_gate = asyncio.Event(), asyncio.Event()
+    receiver.replies = [
+        receiver.blocking_reply(then=status_reply(500), gate=first_gate),
+        receiver.blocking_reply(then=status_reply(200), gate=second_gate),
+    ]
     event_id = await webhooks.record()
     clock = FakeClock()
     slow = webhooks.dispatcher(clock=clock, webhook_timeout_seconds=60.0)
     slow_run = asyncio.create_task(slow.dispatch_due())
     await receiver.wait_for_requests(1)
-
     # The slow dispatcher's claim lease (60 s timeout + 30 s) has passed for this one.
     later = FakeClock(clock() + timedelta(seconds=91))
-    assert await webhooks.dispatcher(clock=later).dispatch_due() == 1
-    receiver.release.set()
-    assert await slow_run == 1
+    new_owner = webhooks.dispatcher(clock=later, webhook_timeout_seconds=60.0)
+    new_owner_run = asyncio.create_task(new_owner.dispatch_due())
+    await receiver.wait_for_requests(2)
+    claimed = await webhooks.delivery_of(event_id)
 
+    # The slow dispatcher's answer arrives while the new owner still holds its claim.
+    first_gate.set()
+    assert await slow_run == 1
+    delivery = await webhooks.delivery_of(event_id)
+    assert delivery["status"] == "pending"
+    assert delivery["attempt_count"] == 0
+    assert delivery["claim_token"] == claimed["claim_token"]
+
+    second_gate.set()
+    assert await new_owner_run == 1
     delivery = await webhooks.delivery_of(event_id)
     assert delivery["status"] == "succeeded"
     assert delivery["attempt_count"] == 1
+    assert delivery["last_status_code"] == 200
     attempts = await webhooks.attempts_of(delivery["id"])
     assert sorted(attempt["status_code"] for attempt in attempts) == [200, 500]
 

@@ -93,7 +93,7 @@ async def test_create_reports_every_problem(webhooks: WebhookHarness) -> None:
     assert problems_of(error) == [
         ("url", "blocked_url"),
         ("events.1", "invalid_choice"),
-        ("description", "too_long"),
+        ("description", "invalid_length"),
         ("signing_secret", "invalid_secret"),
     ]
     assert await webhooks.pool.fetchval("SELECT count(*) FROM webhook_endpoints") == 0
@@ -111,7 +111,7 @@ async def test_create_rejects_empty_events_and_long_url(webhooks: WebhookHarness
             events=[],
         )
 
-    assert problems_of(error) == [("url", "too_long"), ("events", "too_short")]
+    assert problems_of(error) == [("url", "invalid_length"), ("events", "invalid_length")]
 
 
 @pytest.mark.parametrize(

@@ -65,8 +65,12 @@ async def subscribe(client: Client, org: Org, receiver: Receiver) -> dict[str, A
 async def import_for(client: Client, org: Org, username: str) -> dict[str, Any]:
     response = await client.post(
         "/api/v1/social-accounts",
-        json={"platform": "threads", "username": username, "network_unique_id": username,
-              "credentials": {"access_token": "t"}},
+        json={
+            "platform": "threads",
+            "username": username,
+            "network_unique_id": username,
+            "credentials": {"access_token": "t"},
+        },
         headers=org.test,
     )
     account = await response.json()

@@ -175,11 +175,14 @@ class Receiver:
             except TimeoutError:
                 pytest.fail(f"{len(self.requests)} of {count} requests arrived in {WAIT_SECONDS} s")
 
-    def blocking_reply(self, then: Reply | None = None) -> Reply:
-        """Return a reply that waits for `release`, then answers like `then` (a 500)."""
+    def blocking_reply(self, then: Reply | None = None, gate: asyncio.Event | None = None) -> Reply:
+        """Return a reply that waits for an event, then answers like `then`.
+
+        The event is `gate`, or `release` when none is given; `then` defaults to a 500.
+        """
 
         async def reply(request: web.Request) -> web.StreamResponse:
-            await self.release.wait()
+            await (gate or self.release).wait()
             return await (then or status_reply(500, "released"))(request)
 
         return reply

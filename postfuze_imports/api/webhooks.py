@@ -126,8 +126,12 @@ def _not_found(endpoint_id: str) -> NotFound:
 @docs(
     tags=["Webhooks"],
     summary="Create a webhook endpoint; the signing secret is shown only here",
-    responses={201: {"schema": EndpointSchema, "description": "The endpoint and its secret."},
-               **responses.UNAUTHORIZED, **responses.INVALID, **responses.WRITE},
+    responses={
+        201: {"schema": EndpointSchema, "description": "The endpoint and its secret."},
+        **responses.UNAUTHORIZED,
+        **responses.INVALID,
+        **responses.WRITE,
+    },
 )
 @request_schema(CreateEndpointSchema)
 @routes.post("/api/v1/webhooks")
@@ -157,8 +161,11 @@ async def create_endpoint(request: web.Request) -> web.Response:
 @docs(
     tags=["Webhooks"],
     summary="List webhook endpoints, newest first",
-    responses={200: {"description": "A page of endpoints."},
-               **responses.UNAUTHORIZED, **responses.INVALID},
+    responses={
+        200: {"description": "A page of endpoints."},
+        **responses.UNAUTHORIZED,
+        **responses.INVALID,
+    },
 )
 @querystring_schema(PageQuerySchema)
 @routes.get("/api/v1/webhooks")
@@ -167,27 +174,40 @@ async def list_endpoints(request: web.Request) -> web.Response:
     key = api_key(request)
     after = decode_cursor(request, query.get("cursor"), "webhooks")
     found = await endpoints.list_endpoints(
-        services(request).pool, key.organization_id, key.livemode, after=after,
+        services(request).pool,
+        key.organization_id,
+        key.livemode,
+        after=after,
         limit=query["limit"],
     )
     return json_response(
-        page_body(request, found, limit=query["limit"], kind="webhooks",
-                  position=lambda item: (item.created_at, item.id), render=endpoint_payload)
+        page_body(
+            request,
+            found,
+            limit=query["limit"],
+            kind="webhooks",
+            position=lambda item: (item.created_at, item.id),
+            render=endpoint_payload,
+        )
     )
 
 
 @docs(
     tags=["Webhooks"],
     summary="Get a webhook endpoint",
-    responses={200: {"schema": EndpointSchema, "description": "The endpoint."},
-               **responses.UNAUTHORIZED, **responses.NOT_FOUND},
+    responses={
+        200: {"schema": EndpointSchema, "description": "The endpoint."},
+        **responses.UNAUTHORIZED,
+        **responses.NOT_FOUND,
+    },
 )
 @routes.get("/api/v1/webhooks/{endpoint_id}")
 async def get_endpoint(request: web.Request) -> web.Response:
     key = api_key(request)
     endpoint_id = request.match_info["endpoint_id"]
-    found = await endpoints.get(services(request).pool, key.organization_id, key.livemode,
-                                endpoint_id)
+    found = await endpoints.get(
+        services(request).pool, key.organization_id, key.livemode, endpoint_id
+    )
     if found is None:
         raise _not_found(endpoint_id)
     return json_response(endpoint_payload(found))
@@ -196,9 +216,13 @@ async def get_endpoint(request: web.Request) -> web.Response:
 @docs(
     tags=["Webhooks"],
     summary="Change a webhook endpoint's url, events, description or enabled flag",
-    responses={200: {"schema": EndpointSchema, "description": "The endpoint."},
-               **responses.UNAUTHORIZED, **responses.NOT_FOUND, **responses.INVALID,
-               **responses.WRITE},
+    responses={
+        200: {"schema": EndpointSchema, "description": "The endpoint."},
+        **responses.UNAUTHORIZED,
+        **responses.NOT_FOUND,
+        **responses.INVALID,
+        **responses.WRITE,
+    },
 )
 @request_schema(UpdateEndpointSchema)
 @routes.patch("/api/v1/webhooks/{endpoint_id}")
@@ -209,8 +233,14 @@ async def update_endpoint(request: web.Request) -> web.Response:
     svc = services(request)
     endpoint_id = request.match_info["endpoint_id"]
     found = await endpoints.update(
-        svc.pool, svc.settings, key.organization_id, key.livemode, endpoint_id,
-        url=body.get("url"), events=body.get("events"), description=body.get("description"),
+        svc.pool,
+        svc.settings,
+        key.organization_id,
+        key.livemode,
+        endpoint_id,
+        url=body.get("url"),
+        events=body.get("events"),
+        description=body.get("description"),
         enabled=body.get("enabled"),
     )
     if found is None:
@@ -221,16 +251,21 @@ async def update_endpoint(request: web.Request) -> web.Response:
 @docs(
     tags=["Webhooks"],
     summary="Delete a webhook endpoint; its pending deliveries are canceled",
-    responses={204: {"description": "Deleted."}, **responses.UNAUTHORIZED,
-               **responses.NOT_FOUND, **responses.WRITE},
+    responses={
+        204: {"description": "Deleted."},
+        **responses.UNAUTHORIZED,
+        **responses.NOT_FOUND,
+        **responses.WRITE,
+    },
 )
 @routes.delete("/api/v1/webhooks/{endpoint_id}")
 @requires_scope("webhooks:write")
 async def delete_endpoint(request: web.Request) -> web.Response:
     key = api_key(request)
     endpoint_id = request.match_info["endpoint_id"]
-    if not await endpoints.delete(services(request).pool, key.organization_id, key.livemode,
-                                  endpoint_id):
+    if not await endpoints.delete(
+        services(request).pool, key.organization_id, key.livemode, endpoint_id
+    ):
         raise _not_found(endpoint_id)
     return web.Response(status=204)
 
@@ -238,9 +273,13 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 @docs(
     tags=["Webhooks"],
     summary="Send a webhook.test event to this endpoint",
-    responses={202: {"schema": DeliverySchema, "description": "The queued delivery."},
-               409: {"description": "The endpoint is disabled."},
-               **responses.UNAUTHORIZED, **responses.NOT_FOUND, **responses.WRITE},
+    responses={
+        202: {"schema": DeliverySchema, "description": "The queued delivery."},
+        409: {"description": "The endpoint is disabled."},
+        **responses.UNAUTHORIZED,
+        **responses.NOT_FOUND,
+        **responses.WRITE,
+    },
 )
 @routes.post("/api/v1/webhooks/{endpoint_id}/test")
 @requires_scope("webhooks:write")
@@ -258,8 +297,12 @@ async def send_test(request: web.Request) -> web.Response:
 @docs(
     tags=["Webhooks"],
     summary="List an endpoint's deliveries with their attempts, newest first",
-    responses={200: {"description": "A page of deliveries."},
-               **responses.UNAUTHORIZED, **responses.NOT_FOUND, **responses.INVALID},
+    responses={
+        200: {"description": "A page of deliveries."},
+        **responses.UNAUTHORIZED,
+        **responses.NOT_FOUND,
+        **responses.INVALID,
+    },
 )
 @querystring_schema(PageQuerySchema)
 @routes.get("/api/v1/webhooks/{endpoint_id}/deliveries")
@@ -269,22 +312,36 @@ async def list_deliveries(request: web.Request) -> web.Response:
     endpoint_id = request.match_info["endpoint_id"]
     after = decode_cursor(request, query.get("cursor"), "deliveries")
     found = await endpoints.list_deliveries(
-        services(request).pool, key.organization_id, key.livemode, endpoint_id, after=after,
+        services(request).pool,
+        key.organization_id,
+        key.livemode,
+        endpoint_id,
+        after=after,
         limit=query["limit"],
     )
     if found is None:
         raise _not_found(endpoint_id)
     return json_response(
-        page_body(request, found, limit=query["limit"], kind="deliveries",
-                  position=lambda item: (item.created_at, item.id), render=delivery_payload)
+        page_body(
+            request,
+            found,
+            limit=query["limit"],
+            kind="deliveries",
+            position=lambda item: (item.created_at, item.id),
+            render=delivery_payload,
+        )
     )
 
 
 @docs(
     tags=["Webhooks"],
     summary="Send a delivery's event again",
-    responses={202: {"schema": DeliverySchema, "description": "The delivery, due now."},
-               **responses.UNAUTHORIZED, **responses.NOT_FOUND, **responses.WRITE},
+    responses={
+        202: {"schema": DeliverySchema, "description": "The delivery, due now."},
+        **responses.UNAUTHORIZED,
+        **responses.NOT_FOUND,
+        **responses.WRITE,
+    },
 )
 @routes.post("/api/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry")
 @requires_scope("webhooks:write")
@@ -297,6 +354,8 @@ async def retry_delivery(request: web.Request) -> web.Response:
         svc.pool, key.organization_id, key.livemode, endpoint_id, delivery_id
     )
     if delivery is None:
-        raise NotFound(f"delivery {delivery_id!r} of webhook endpoint {endpoint_id!r} was not found")
+        raise NotFound(
+            f"delivery {delivery_id!r} of webhook endpoint {endpoint_id!r} was not found"
+        )
     await queue.wake_dispatcher(svc.redis)
     return json_response(delivery_payload(delivery), status=202)

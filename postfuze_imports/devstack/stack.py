@@ -102,7 +102,7 @@ def _run_pg(args: list[str], account: _RunAs, log: Path | None = None) -> None:
     if account.uid is not None:
         kwargs = {"user": account.uid, "group": account.gid, "extra_groups": []}
     with open(log or os.devnull, "ab") as output:
-        result = subprocess.run(  # noqa: S603 (fixed binaries, no shell)
+        result = subprocess.run(
             args,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -215,7 +215,7 @@ def _create_database(port: int) -> None:
         "-tA",
         "-c",
     ]
-    exists = subprocess.run(  # noqa: S603
+    exists = subprocess.run(
         [*base, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'"],
         capture_output=True,
         text=True,
@@ -279,7 +279,7 @@ def ensure_redis(stack_dir: Path) -> tuple[str, bool]:
         return f"redis://127.0.0.1:{port}/0", False
     if port is None or port_is_open(port):
         port = free_port()
-    subprocess.run(redis_command(port, directory, daemonize=True), check=True)  # noqa: S603
+    subprocess.run(redis_command(port, directory, daemonize=True), check=True)
     wait_for_port(port, timeout=30)
     port_file.write_text(f"{port}\n")
     return f"redis://127.0.0.1:{port}/0", True

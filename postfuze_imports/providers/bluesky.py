@@ -137,7 +137,7 @@ class BlueskyProvider:
             scan.pages += 1
             for record in records:
                 scan.records += 1
-                entry = _parse_record(record, base_url, did)
+                entry = parse_record(record, base_url, did)
                 if entry is None:
                     scan.skipped += 1
                     continue
@@ -596,7 +596,7 @@ def _published_at(value: Mapping[str, Any], rkey: str) -> datetime | None:
     return parsed
 
 
-def _parse_record(record: object, base_url: str, did: str) -> _Entry | None:
+def parse_record(record: object, base_url: str, did: str) -> _Entry | None:
     """Map one listRecords item to a post with its sort key; None to skip it."""
     if not isinstance(record, dict):
         return None

@@ -34,12 +34,15 @@ network_unique_id (case-insensitive):
   starts from no checkpoint. The resumed import then runs to the end.
 - `fail`: `ProviderPermanentError` after the first page of every run.
 - `empty`: the account has no posts.
+- `slow`: every page after the first takes one second, as over a slow network, which
+  leaves time to watch progress, cancel a running import or stop its worker.
 
 `ratelimit` and `fail` raise at once when the window holds no posts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import random
@@ -68,6 +71,8 @@ PAGE_SIZE = 100
 REFERENCE_DAY = date(2026, 1, 1).toordinal()
 SEASON_DAYS = 21
 RATE_LIMIT_SECONDS = 30.0
+# Seconds each page after the first takes for accounts with the `slow` trigger.
+SLOW_PAGE_SECONDS = 1.0
 MEDIA_HOST = "https://media.simulator.postfuze.example"
 
 _MASK64 = (1 << 64) - 1
@@ -204,6 +209,8 @@ class SimulatorProvider:
         first_page = True
 
         while budget > 0:
+            if "slow" in triggers and not first_page:
+                await asyncio.sleep(SLOW_PAGE_SECONDS)
             page = _take(posts, min(PAGE_SIZE, budget))
             if not page:
                 break

@@ -7,7 +7,7 @@ that lease has passed. Writes after the claim check the claim token, so a dispat
 that lost its claim cannot overwrite the new owner's outcome.
 
 Receivers see each event at least once: a dispatcher that dies after the receiver
-answered but before the outcome was written sends the event again. The `webhook-id`
+responded but before the outcome was written sends the event again. The `webhook-id`
 header carries the event id on every attempt, for receivers to deduplicate on.
 """
 
@@ -63,7 +63,7 @@ def _utc_now() -> datetime:
 
 @dataclass(frozen=True, kw_only=True)
 class ClaimedDelivery:
-    """A delivery this dispatcher holds a claim on, with what sending it needs."""
+    """A delivery this dispatcher has claimed, with the data needed to send it."""
 
     id: str
     event_id: str
@@ -96,7 +96,7 @@ class ClaimedDelivery:
 
 @dataclass(frozen=True, kw_only=True)
 class AttemptResult:
-    """What one HTTP request of a delivery produced."""
+    """The outcome of one HTTP request of a delivery."""
 
     attempted_at: datetime
     duration_ms: int
@@ -104,7 +104,7 @@ class AttemptResult:
     status_code: int | None = None
     error: str | None = None
     response_excerpt: str | None = None
-    # The wait a 429 or 503 asked for in its Retry-After header.
+    # The wait that a 429 or 503 response requested in its Retry-After header.
     retry_after: timedelta | None = None
 
     @property
@@ -113,10 +113,10 @@ class AttemptResult:
 
 
 class Dispatcher:
-    """Sends due webhook deliveries; create one per worker process and reuse it.
+    """Sends due webhook deliveries. Create one per worker process and reuse it.
 
-    `now` is the clock that decides what is due and when the next attempt is; tests
-    replace it to move through the retry schedule without waiting. The
+    `now` is the clock that decides which deliveries are due and when the next attempt
+    is. Tests replace it to step through the retry schedule without waiting. The
     `webhook-timestamp` header always carries the real time of sending, because
     receivers compare it with their own clock. `rng` draws the retry jitter.
     """
@@ -158,8 +158,9 @@ class Dispatcher:
     ) -> Dispatcher:
         """Create a dispatcher with its own guarded session; call inside the event loop.
 
-        The session's connection limits equal `settings.webhook_concurrency`, so a
-        claimed delivery never waits for a free connection while its lease runs.
+        The session's connection limits equal `settings.webhook_concurrency`, the most
+        requests `dispatch_due` runs at once, so a claimed delivery does not wait for a
+        free connection while its claim lease runs.
         """
         timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
         session = create_client_session(
@@ -456,10 +457,12 @@ def _elapsed_ms(started: float) -> int:
 
 
 async def _read_excerpt(response: aiohttp.ClientResponse) -> str | None:
-    """Return up to EXCERPT_BYTES of the body as text; never fail the attempt over it."""
+    """Return up to EXCERPT_BYTES of the body as text, or None for an empty body.
+
+    The status alone decides the outcome, so a body that stalls or breaks off only
+    shortens the excerpt.
+    """
     received = bytearray()
-    # The status alone decides the outcome, so a body that stalls or breaks off only
-    # shortens the excerpt.
     with contextlib.suppress(TimeoutError, aiohttp.ClientError):
         while len(received) < EXCERPT_BYTES:
             chunk = await response.content.read(EXCERPT_BYTES - len(received))

@@ -55,7 +55,9 @@ def decrypt_secret(secrets: Secrets, token: bytes) -> str:
 def _url_problems(url: str, settings: Settings) -> list[FieldProblem]:
     if len(url) > MAX_URL_LENGTH:
         return [
-            FieldProblem("url", f"The URL must be at most {MAX_URL_LENGTH} characters.", "too_long")
+            FieldProblem(
+                "url", f"The URL must be at most {MAX_URL_LENGTH} characters.", "invalid_length"
+            )
         ]
     try:
         validate_url(url, allow_private=settings.allow_private_networks)
@@ -66,7 +68,7 @@ def _url_problems(url: str, settings: Settings) -> list[FieldProblem]:
 
 def _events_problems(event_types: Sequence[str]) -> list[FieldProblem]:
     if not event_types:
-        return [FieldProblem("events", "Subscribe to at least one event type.", "too_short")]
+        return [FieldProblem("events", "Subscribe to at least one event type.", "invalid_length")]
     allowed = ", ".join(EVENT_TYPES)
     return [
         FieldProblem(
@@ -82,7 +84,7 @@ def _events_problems(event_types: Sequence[str]) -> list[FieldProblem]:
 def _description_problems(description: str | None) -> list[FieldProblem]:
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         message = f"The description must be at most {MAX_DESCRIPTION_LENGTH} characters."
-        return [FieldProblem("description", message, "too_long")]
+        return [FieldProblem("description", message, "invalid_length")]
     return []
 
 

@@ -34,7 +34,7 @@ class DeliveryStatus(enum.StrEnum):
 
 
 class DisabledReason(enum.StrEnum):
-    # The endpoint answered 410 Gone.
+    # The endpoint responded with 410 Gone.
     GONE = "gone"
     # Every attempt to the endpoint failed for 5 days.
     FAILING = "failing"

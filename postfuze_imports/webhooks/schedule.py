@@ -22,7 +22,7 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 # Each delay is multiplied by a random factor in [1 - JITTER, 1 + JITTER], so deliveries
 # that failed together (one receiver outage) do not all come back at the same moment.
 JITTER = 0.2
-# The longest wait a Retry-After header can ask for; a longer one is cut to this.
+# The maximum wait taken from a Retry-After header; a longer requested wait is capped.
 MAX_RETRY_AFTER = timedelta(hours=24)
 # An endpoint whose attempts have all failed for this long is disabled.
 FAILING_DISABLE_AFTER = timedelta(days=5)
@@ -39,7 +39,7 @@ def retry_delay(failed_attempts: int, rng: random.Random) -> timedelta | None:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
-    """Return the wait a `Retry-After` value asks for, capped at MAX_RETRY_AFTER.
+    """Return the wait that a `Retry-After` value requests, capped at MAX_RETRY_AFTER.
 
     RFC 9110, section 10.2.3: the value is either a number of seconds (`1*DIGIT`) or an
     HTTP-date. A date in the past means no wait. Returns None for a missing or

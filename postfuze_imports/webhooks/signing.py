@@ -12,7 +12,7 @@ import hmac
 import secrets
 
 SECRET_PREFIX = "whsec_"
-# The specification asks for secrets of 24 to 64 random bytes; generated ones have 32.
+# The specification requires 24 to 64 random bytes per secret. Generated secrets have 32.
 MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
 GENERATED_SECRET_BYTES = 32

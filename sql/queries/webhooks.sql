@@ -1,7 +1,7 @@
 -- Webhooks: endpoints, events, deliveries, claiming and attempts.
 --
--- Locks are taken in one order, the endpoint row before its delivery rows, so the
--- dispatcher's result transactions and the API's updates cannot deadlock.
+-- A transaction that locks an endpoint and some of its deliveries locks the endpoint
+-- row first, so the dispatcher's result writes and the API's updates do not deadlock.
 
 -- name: insert_webhook_endpoint
 -- $1 id, $2 organization_id, $3 livemode, $4 url, $5 description, $6 events,
@@ -176,8 +176,8 @@ WHERE id = $1 AND enabled
 RETURNING id;
 
 -- name: end_pending_webhook_deliveries
--- Ends every pending delivery of an endpoint, claimed ones included: a dispatcher that
--- holds a claim on one finds the claim lost when it records its attempt.
+-- Ends every pending delivery of an endpoint, claimed ones included. A dispatcher that
+-- has claimed one of them finds its claim lost when it records its attempt.
 -- $1 endpoint id, $2 new status ('failed' or 'canceled'), $3 reason, $4 now
 UPDATE webhook_deliveries
 SET status = $2,
