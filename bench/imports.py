@@ -69,7 +69,9 @@ async def run(settings: Settings) -> dict[str, Any]:
     }
     started = time.monotonic()
     workers = [
-        subprocess.Popen([sys.executable, "-m", "postfuze_imports", "worker"], env=env)
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "postfuze_imports", "worker", env=env
+        )
         for _ in range(WORKERS)
     ]
     try:

@@ -9,7 +9,7 @@ It measures two numbers:
 
 `run` creates a private database on the given PostgreSQL server, applies the migrations
 and drops it afterwards. The receiver runs in the same process and event loop as the
-dispatcher, so both share one CPU core; it answers 200 at once and verifies every
+dispatcher, so both share one CPU core; it responds 200 at once and verifies every
 hundredth delivery with the `standardwebhooks` package.
 
 Usage: python -m bench.webhooks [--events N] [--latency-samples N]
@@ -49,7 +49,7 @@ VERIFY_EVERY = 100
 
 
 class BenchReceiver:
-    """Records when each webhook id arrives; answers 200 at once."""
+    """Records when each webhook id arrives; responds 200 at once."""
 
     def __init__(self) -> None:
         self.arrivals: dict[str, float] = {}

@@ -27,7 +27,7 @@ from postfuze_imports.devstack.pds import start_pds
 from postfuze_imports.devstack.stack import find_stack_dir, free_port, wait_for_port
 from postfuze_imports.settings import Settings
 
-DEMO_HANDLE = "demo.test"
+DEMO_HANDLE = "alice-demo.test"
 WORDS = [
     "shipping",
     "launch",
@@ -196,7 +196,7 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
                 if state != last:
                     _say(f"    {job['status']:<9} imported_count={job['imported_count']}")
                     last = state
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
                 job = await (await api.get(location)).json()
             elapsed = time.monotonic() - import_started
             _say(f"    {job['status']} in {elapsed:.1f} s:")
@@ -229,9 +229,12 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
             _say("The API keeps running for you to explore; press Ctrl-C to stop.")
             _say(f"API key for this demo: {key}")
             stop = asyncio.Event()
+            # Ctrl-C ends the wait; the finally block then stops every process.
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGINT, stop.set)
             await stop.wait()
+        else:
+            _say("Not in a terminal, so everything stops now; run it in one to explore /docs.")
         return 0
     finally:
         for process in processes:

@@ -12,7 +12,7 @@ places:
   later re-resolves (DNS rebinding), to a non-public address is rejected at connect
   time. The session also applies `validate_url`'s checks to every request it sends,
   each redirect hop included. aiohttp moves userinfo into an Authorization header
-  before that check sees the URL, so only `validate_url` itself catches userinfo.
+  before that check runs, so only `validate_url` itself catches userinfo.
 
 Callers pass `allow_redirects=False` on every request through a guarded session:
 aiohttp follows redirects by default, and a redirect should be handled by the caller
@@ -258,7 +258,7 @@ def create_client_session(
     request URL, each redirect hop included, by `check_url`. With `allow_private` true
     (local development) only the scheme, host and userinfo checks remain. The session
     ignores proxy environment variables, since a proxy would connect on our behalf to
-    addresses the guard never sees.
+    addresses the guard never checks.
 
     Call it inside a running event loop and close the session when done. Pass
     `allow_redirects=False` on every request.

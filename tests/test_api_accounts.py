@@ -313,7 +313,7 @@ async def test_connect_invalid_body(client: Client, org: Org) -> None:
 
 
 class FakePds:
-    """Stands in for `providers.bluesky.create_session`; records its calls."""
+    """A fake of `providers.bluesky.create_session` that records its calls."""
 
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
@@ -441,7 +441,7 @@ async def test_list_filters_tenant(client: Client, org: Org) -> None:
 
 async def test_list_filters_combined(client: Client, org: Org) -> None:
     await create_account(client, org.test, "a", tenant_id="t")
-    wanted = await create_account(client, org.test, "b", tenant_id="t", platform="reddit")
+    expected_account = await create_account(client, org.test, "b", tenant_id="t", platform="reddit")
     await create_account(client, org.test, "c", tenant_id="u", platform="reddit")
 
     page = await read_page(
@@ -450,7 +450,7 @@ async def test_list_filters_combined(client: Client, org: Org) -> None:
         )
     )
 
-    assert [item["id"] for item in page["data"]] == [wanted["id"]]
+    assert [item["id"] for item in page["data"]] == [expected_account["id"]]
 
 
 async def test_list_default_limit(client: Client, org: Org) -> None:
@@ -484,14 +484,15 @@ async def test_list_pages_cover_all(client: Client, org: Org) -> None:
 
 
 async def test_list_pages_with_filter(client: Client, org: Org) -> None:
-    wanted = []
+    reddit_accounts = []
     for index in range(5):
-        wanted.append(await create_account(client, org.test, f"r{index}", platform="reddit"))
+        reddit = await create_account(client, org.test, f"r{index}", platform="reddit")
+        reddit_accounts.append(reddit)
         await create_account(client, org.test, f"x{index}")
 
     walked = await walk_pages(client, ACCOUNTS, org.test, limit=2, platform="reddit")
 
-    assert [item["id"] for item in walked] == [item["id"] for item in reversed(wanted)]
+    assert [item["id"] for item in walked] == [item["id"] for item in reversed(reddit_accounts)]
 
 
 async def test_list_pages_equal_timestamps(client: Client, org: Org, pool: db.Pool) -> None:

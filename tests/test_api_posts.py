@@ -239,7 +239,7 @@ async def test_list_filter_window(
 async def test_list_filters_combined(
     client: Client, org: Org, account: JsonObject, other_account: JsonObject, pool: db.Pool
 ) -> None:
-    wanted = await insert_post(
+    expected_post = await insert_post(
         pool, org.id, account, published_at=at("2026-01-05T00:00:00Z"), source="published"
     )
     await insert_post(pool, org.id, account, published_at=at("2026-01-06T00:00:00Z"))
@@ -258,7 +258,7 @@ async def test_list_filters_combined(
         **{"from": "2026-01-01", "to": "2026-01-31"},
     )
 
-    assert listed == [str(wanted)]
+    assert listed == [str(expected_post)]
 
 
 @pytest.mark.parametrize(
@@ -322,7 +322,7 @@ async def test_account_posts_only_its_own(
 async def test_account_posts_filters(
     client: Client, org: Org, account: JsonObject, pool: db.Pool
 ) -> None:
-    wanted = await insert_post(
+    expected_post = await insert_post(
         pool, org.id, account, published_at=at("2026-01-05T00:00:00Z"), source="published"
     )
     await insert_post(pool, org.id, account, published_at=at("2026-01-06T00:00:00Z"))
@@ -338,7 +338,7 @@ async def test_account_posts_filters(
         to="2026-01-31",
     )
 
-    assert listed == [str(wanted)]
+    assert listed == [str(expected_post)]
 
 
 async def test_account_posts_pages(

@@ -321,7 +321,9 @@ async def test_revoked_app_password_raises_auth_error(
         await collect(make_provider(http, pds), connected, EVERYTHING)
 
 
-async def test_unknown_repo_is_permanent_error(pds: PdsServer, http: aiohttp.ClientSession) -> None:
+async def test_session_of_other_account_rejected(
+    pds: PdsServer, http: aiohttp.ClientSession
+) -> None:
     connected = await connect(pds, http, "liam")
     context = connected.context()
     other = AccountContext(

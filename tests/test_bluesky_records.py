@@ -103,9 +103,11 @@ def test_invalid_created_at_falls_back_to_write_time() -> None:
 
 def test_invalid_created_at_without_tid_is_skipped() -> None:
     assert parse_record(_record({"createdAt": "soon"}, rkey="custom-key"), PDS, DID) is None
-    kept = parse_record(_record({"createdAt": "2020-01-01T00:00:00Z"}, rkey="custom"), PDS, DID)
-    assert kept is not None
-    assert kept.post.published_at == datetime(2020, 1, 1, tzinfo=UTC)
+    custom_key_entry = parse_record(
+        _record({"createdAt": "2020-01-01T00:00:00Z"}, rkey="custom"), PDS, DID
+    )
+    assert custom_key_entry is not None
+    assert custom_key_entry.post.published_at == datetime(2020, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -187,3 +187,18 @@ async def test_failing_network_fails_job(
     assert done["error_message"]
     assert done["imported_count"] == 100
     assert done["finished_at"] is not None
+
+
+async def test_metrics_report_jobs(client: Client, org: Org, start_worker: Any) -> None:
+    start_worker()
+    account = await create_account(client, org, "metrics")
+    job = await start_import(client, org, account["id"], limit=5)
+    await wait_finished(client, org, account["id"], job["id"])
+
+    response = await client.get("/metrics")
+
+    text = await response.text()
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert 'postfuze_import_jobs{status="completed"} 1' in text
+    assert 'postfuze_http_responses_total{method="POST",status="2xx"} 2' in text

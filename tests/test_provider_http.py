@@ -40,7 +40,7 @@ SESSION_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 @dataclass
 class Recorder:
-    """Counts requests per path and holds the waits the client asked for."""
+    """Counts requests per path and records the waits the client requested."""
 
     hits: dict[str, int] = field(default_factory=dict)
     sleeps: list[float] = field(default_factory=list)

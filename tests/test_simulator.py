@@ -50,7 +50,7 @@ async def collect_pages(
 
 
 async def drain(pages: AsyncIterator[Page], into: list[Page]) -> None:
-    """Append every page to `into`, so a test sees the pages before an exception."""
+    """Append every page to `into`, so a test can check the pages before an exception."""
     async for page in pages:
         into.append(page)
 

@@ -351,7 +351,7 @@ async def test_private_url_blocked_with_guard_on(
 
 async def test_url_with_userinfo_blocked_at_send(webhooks: WebhookHarness) -> None:
     created = await webhooks.add_endpoint()
-    # Stored before the create-time check existed, say; aiohttp would send it as a header.
+    # As if stored without the create-time check. aiohttp would send it as a header.
     await webhooks.pool.execute(
         "UPDATE webhook_endpoints SET url = $2 WHERE id = $1",
         created.endpoint.id,
@@ -469,7 +469,7 @@ async def test_lost_claim_cannot_overwrite_new_owner(webhooks: WebhookHarness) -
     await receiver.wait_for_requests(2)
     claimed = await webhooks.delivery_of(event_id)
 
-    # The slow dispatcher's answer arrives while the new owner still holds its claim.
+    # The slow dispatcher's response arrives while the new owner's claim is active.
     first_gate.set()
     assert await slow_run == 1
     delivery = await webhooks.delivery_of(event_id)
@@ -575,7 +575,7 @@ async def test_record_event_picks_subscribers(webhooks: WebhookHarness) -> None:
         "SELECT endpoint_id FROM webhook_deliveries WHERE event_id = $1", event_id
     )
     assert [row["endpoint_id"] for row in rows] == [completed.endpoint.id]
-    # An event nobody subscribes to is still stored.
+    # An event without subscribers is still stored.
     event_type = await webhooks.pool.fetchval(
         "SELECT type FROM webhook_events WHERE id = $1", unheard
     )

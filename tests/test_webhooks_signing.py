@@ -177,7 +177,7 @@ def test_retry_delay_gives_up_after_schedule() -> None:
         ("86401", MAX_RETRY_AFTER),
         ("99999999999999999999", MAX_RETRY_AFTER),
         ("Tue, 09 Jun 2026 12:32:00 GMT", timedelta(minutes=2)),
-        # The obsolete forms RFC 9110 still asks recipients to accept.
+        # The obsolete date formats that RFC 9110 requires recipients to accept.
         ("Tuesday, 09-Jun-26 12:32:00 GMT", timedelta(minutes=2)),
         ("Tue Jun  9 12:32:00 2026", timedelta(minutes=2)),
         ("Tue, 09 Jun 2026 12:00:00 GMT", timedelta(0)),

@@ -1,7 +1,7 @@
 """Run one webhook dispatcher pass in a process of its own.
 
 The dispatcher test that kills a dispatcher mid-delivery starts this script, waits until
-the receiver holds the request, and ends the process with SIGKILL.
+the request reaches the receiver, and ends the process with SIGKILL.
 
 Usage: python tests/webhooks_dispatch_child.py DSN SECRET_KEY CLAIM_LEASE_SECONDS
 """

@@ -70,7 +70,7 @@ def _real_now() -> datetime:
 
 
 class FakeClock:
-    """A clock that stands still until a test moves it.
+    """A clock that moves only when a test moves it.
 
     By default it starts at the next whole second, so whatever was recorded before it
     (or shortly after) is already due, and HTTP-dates derived from it are exact.
@@ -176,7 +176,7 @@ class Receiver:
                 pytest.fail(f"{len(self.requests)} of {count} requests arrived in {WAIT_SECONDS} s")
 
     def blocking_reply(self, then: Reply | None = None, gate: asyncio.Event | None = None) -> Reply:
-        """Return a reply that waits for an event, then answers like `then`.
+        """Return a reply that waits for an event, then responds like `then`.
 
         The event is `gate`, or `release` when none is given; `then` defaults to a 500.
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from postfuze_imports.api import accounts, imports, posts, webhooks
 from postfuze_imports.api.auth import auth_middleware
 from postfuze_imports.api.context import FINISH_HOOK, SERVICES, BlueskyConnector, Services
 from postfuze_imports.api.idempotency import idempotency_middleware
+from postfuze_imports.api.metrics import REQUESTS, metrics, metrics_middleware
 from postfuze_imports.api.problems import PROBLEM_CONTENT_TYPE, problem_middleware
 from postfuze_imports.api.ratelimit import rate_limit_middleware
 from postfuze_imports.api.responses import json_response
@@ -125,6 +127,7 @@ def create_app(
     """Build the API application; connections open at startup and close at cleanup."""
     app = web.Application(
         middlewares=[
+            metrics_middleware,
             problem_middleware,
             auth_middleware,
             rate_limit_middleware,
@@ -134,6 +137,7 @@ def create_app(
         client_max_size=1024 * 1024,
     )
     app[FINISH_HOOK] = finish_hook
+    app[REQUESTS] = Counter()
 
     async def services_context(app: web.Application) -> AsyncIterator[None]:
         from postfuze_imports.providers.bluesky import create_session as bluesky_create_session
@@ -167,6 +171,7 @@ def create_app(
     app.router.add_routes(posts.routes)
     app.router.add_routes(webhooks.routes)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
 
     setup_aiohttp_apispec(
         app,

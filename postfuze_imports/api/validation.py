@@ -158,8 +158,7 @@ def parse_query(request: web.Request, schema: Schema) -> dict[str, Any]:
     """Validate the query string; a parameter given twice is a problem too."""
     problems: list[FieldProblem] = []
     document: dict[str, Any] = {}
-    # Iterating a MultiDict yields a repeated key once per value; look at each key once.
-    for key in dict.fromkeys(request.query):
+    for key in request.query:
         values = request.query.getall(key)
         if len(values) > 1:
             problems.append(FieldProblem(key, "Give this parameter once.", "duplicate"))

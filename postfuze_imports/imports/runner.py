@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import uuid
@@ -59,6 +60,19 @@ class Wakers:
 @dataclass
 class _StopSignal:
     reason: str | None = None  # "cancel" or "lease_lost"
+    # Set when the run starts to give up its lease (finish or release): from then on the
+    # lease ends by design, and the heartbeat must not interrupt the wake-ups after it.
+    releasing: bool = False
+
+
+# The stop signal of the job the current task runs, shared with its heartbeat.
+_current_signal: contextvars.ContextVar[_StopSignal] = contextvars.ContextVar("stop_signal")
+
+
+def _mark_releasing() -> None:
+    signal = _current_signal.get(None)
+    if signal is not None:
+        signal.releasing = True
 
 
 class JobRunner:
@@ -115,6 +129,7 @@ class JobRunner:
             return job.id
 
         signal = _StopSignal()
+        _current_signal.set(signal)
         owner = asyncio.current_task()
         assert owner is not None
         heartbeat = asyncio.create_task(self._heartbeat(job, token, signal, owner))
@@ -289,6 +304,8 @@ class JobRunner:
                     "could not renew the lease of import %s: %s", job.id, error, extra=_log_ids(job)
                 )
                 continue
+            if signal.releasing:
+                return
             if row is None:
                 signal.reason = "lease_lost"
             elif row["cancel_requested_at"] is not None:
@@ -323,6 +340,7 @@ class JobRunner:
     async def _release(
         self, job: ImportJob, token: uuid.UUID, *, delay: float, retry: bool
     ) -> None:
+        _mark_releasing()
         row = await self.pool.fetchrow(
             q("release_import_job"), job.id, token, delay, 1 if retry else 0
         )
@@ -344,6 +362,7 @@ class JobRunner:
         self, job: ImportJob, token: uuid.UUID, status: JobStatus, message: str | None
     ) -> None:
         """Write the final state and its webhook event in one transaction, then wake others."""
+        _mark_releasing()
         async with self.pool.acquire() as connection, connection.transaction():
             locked = await connection.fetchrow(q("lock_leased_job"), job.id, token)
             if locked is None:

@@ -103,16 +103,16 @@ class BlueskyProvider:
         self, account: AccountContext, window: Window, checkpoint: JsonObject | None
     ) -> AsyncIterator[Page]:
         resume = _ResumePoint.parse(checkpoint)
-        wanted = window.limit - resume.emitted
-        if wanted <= 0:
+        remaining = window.limit - resume.emitted
+        if remaining <= 0:
             return
         base_url = self._base_url(account.api_base_url)
         client = self._client(account.account_id)
         did = await _verified_did(client, base_url, account)
 
-        # With a sort key to resume after, only the rest of the limit is needed; with a
-        # bare count, the first `emitted` posts are found again and dropped.
-        capacity = wanted if resume.before is not None else window.limit
+        # A sort key to resume after excludes the posts already emitted, so only the rest
+        # of the limit is kept. A bare count needs the first `emitted` posts found again.
+        capacity = remaining if resume.before is not None else window.limit
         newest = _NewestPosts(capacity)
         heartbeat = resume.to_checkpoint()
         scan = _ScanStats()
@@ -149,8 +149,8 @@ class BlueskyProvider:
                 newest.offer(entry)
             yield Page(posts=(), checkpoint=heartbeat)
 
-            # The reference PDS returns a cursor with every non-empty page, so the end is
-            # an empty page; other PDS implementations omit the cursor on the last page.
+            # The reference PDS returns a cursor with every non-empty page, so its last
+            # page is empty. Other PDS implementations omit the cursor on the last page.
             next_cursor = body.get("cursor")
             if not records or not isinstance(next_cursor, str) or not next_cursor:
                 break
@@ -175,7 +175,7 @@ class BlueskyProvider:
         chosen = newest.newest_first()
         if resume.before is None:
             chosen = chosen[resume.emitted :]
-        chosen = chosen[:wanted]
+        chosen = chosen[:remaining]
         emitted = resume.emitted
         for start in range(0, len(chosen), PAGE_SIZE):
             page = chosen[start : start + PAGE_SIZE]
@@ -226,7 +226,7 @@ async def create_session(
     """Log in to a PDS with `com.atproto.server.createSession` and return credentials.
 
     `session` must come from `postfuze_imports.outbound.create_client_session`, and
-    `api_base_url` must have passed `validate_url`. The result holds `access_token`,
+    `api_base_url` must have passed `validate_url`. The result contains `access_token`,
     `refresh_token`, `did`, `handle`, `token_expires_at` (ISO 8601, from the access
     token's `exp` claim, or None) and `app_password`, so the adapter can log in again
     once the refresh token has expired.
@@ -465,7 +465,9 @@ SortKey = tuple[datetime, str]
 
 
 @dataclass(frozen=True)
-class _Entry:
+class ScannedPost:
+    """A post read from listRecords, with the key it is ordered by."""
+
     sort_key: SortKey
     post: NormalizedPost
 
@@ -477,10 +479,10 @@ class _NewestPosts:
         self._capacity = capacity
         # The counter breaks ties between equal keys (a PDS listing a record twice), so
         # the heap never compares posts.
-        self._heap: list[tuple[SortKey, int, _Entry]] = []
+        self._heap: list[tuple[SortKey, int, ScannedPost]] = []
         self._counter = itertools.count()
 
-    def offer(self, entry: _Entry) -> None:
+    def offer(self, entry: ScannedPost) -> None:
         if self._capacity <= 0:
             return
         item = (entry.sort_key, next(self._counter), entry)
@@ -489,7 +491,7 @@ class _NewestPosts:
         elif item[0] > self._heap[0][0]:
             heapq.heapreplace(self._heap, item)
 
-    def newest_first(self) -> list[_Entry]:
+    def newest_first(self) -> list[ScannedPost]:
         return [entry for _, _, entry in sorted(self._heap, reverse=True)]
 
 
@@ -596,7 +598,7 @@ def _published_at(value: Mapping[str, Any], rkey: str) -> datetime | None:
     return parsed
 
 
-def parse_record(record: object, base_url: str, did: str) -> _Entry | None:
+def parse_record(record: object, base_url: str, did: str) -> ScannedPost | None:
     """Map one listRecords item to a post with its sort key; None to skip it."""
     if not isinstance(record, dict):
         return None
@@ -620,7 +622,7 @@ def parse_record(record: object, base_url: str, did: str) -> _Entry | None:
         metrics={},
         raw=record,
     )
-    return _Entry(sort_key=(published_at, rkey), post=post)
+    return ScannedPost(sort_key=(published_at, rkey), post=post)
 
 
 def _media(embed: object, base_url: str, did: str) -> list[Media]:

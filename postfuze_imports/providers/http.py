@@ -2,7 +2,7 @@
 
 `ProviderHttpClient` wraps the worker's guarded `aiohttp.ClientSession` (see
 `postfuze_imports.outbound`) for one job. It gives each request a timeout, retries
-idempotent requests after timeouts, connection failures and 5xx answers with
+idempotent requests after timeouts, connection failures and 5xx responses with
 exponential backoff and jitter, reads rate-limit headers, and turns every failure into
 a `ProviderError` subclass the job runner understands:
 
@@ -54,9 +54,9 @@ JsonObject = dict[str, Any]
 QueryParams = Mapping[str, str | int]
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Values of `ratelimit-reset` above this are Unix timestamps (Bluesky's XRPC servers
-# send epoch seconds); smaller values are seconds from now, as the IETF RateLimit
-# header draft defines them. 10**9 seconds after the epoch is September 2001.
+# Values of `ratelimit-reset` above this are Unix timestamps, which Bluesky's XRPC
+# servers send. Smaller values are seconds from now, as the IETF RateLimit header draft
+# defines them. 10**9 seconds after the epoch is September 2001.
 _EPOCH_THRESHOLD = 1_000_000_000
 _ERROR_TEXT_LIMIT = 300
 
@@ -70,11 +70,11 @@ class RetryPolicy:
     # Backoff before the second try; it doubles for each later try, up to `max_delay`.
     base_delay: float = 0.5
     max_delay: float = 8.0
-    # Longest rate-limit wait slept in place; a longer one raises ProviderRateLimited.
+    # Maximum rate-limit wait slept in place; a longer one raises ProviderRateLimited.
     max_inline_wait: float = 5.0
     # Wait assumed when a 429 carries no usable Retry-After or ratelimit-reset header.
     default_rate_limit_wait: float = 60.0
-    # Upper bound on any wait a server asks for, so a bad header cannot park a job forever.
+    # Maximum wait a server can request, so a bad header cannot park a job forever.
     max_rate_limit_wait: float = 86_400.0
 
 
@@ -420,7 +420,7 @@ class ProviderHttpClient:
             self._quota_exhausted_until = None
 
     async def _wait_for_quota(self, method: str, shown_url: str) -> None:
-        """Wait or raise before a request the last response's quota says would fail."""
+        """Wait or raise before a request that the quota of the last response would reject."""
         if self._quota_exhausted_until is None:
             return
         wait = self._quota_exhausted_until - self._clock()

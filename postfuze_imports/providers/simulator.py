@@ -37,7 +37,7 @@ network_unique_id (case-insensitive):
 - `slow`: every page after the first takes one second, as over a slow network, which
   leaves time to watch progress, cancel a running import or stop its worker.
 
-`ratelimit` and `fail` raise at once when the window holds no posts.
+`ratelimit` and `fail` raise at once when the window contains no posts.
 """
 
 from __future__ import annotations
@@ -81,12 +81,12 @@ _STREAM_SEASON = 0x5EA5_0000_0000_0001
 _STREAM_COUNT = 0xC0C0_0000_0000_0002
 _STREAM_DAY = 0xDA7A_0000_0000_0003
 
-# (probability, rate multiplier) of each season kind; the multipliers are divided by
-# their mean so the account's average rate holds over the whole history.
+# (probability, rate multiplier) of each season kind. The multipliers are divided by
+# their mean, so the history as a whole keeps the account's average rate.
 _SEASONS = ((0.08, 0.0), (0.20, 0.25), (0.50, 1.0), (0.22, 3.0))
 _SEASON_MEAN = sum(probability * multiplier for probability, multiplier in _SEASONS)
 
-# Longest text each platform accepts, in characters.
+# Maximum text length each platform accepts, in characters.
 _TEXT_LIMITS = {"x": 280, "bluesky": 300, "threads": 500, "mastodon": 500, "pinterest": 500}
 _VIDEO_PLATFORMS = frozenset({"tiktok", "youtube"})
 
@@ -472,8 +472,8 @@ def _did(profile: _Profile) -> str:
 def _identity(profile: _Profile, published_at: datetime, uid: int, serial: int) -> tuple[str, str]:
     """Return (platform_post_id, platform_post_url) in the platform's own style.
 
-    `uid` is a 64-bit hash of the post; `serial` counts up through the account's
-    history and is unique within it, for id formats too short for a hash.
+    `uid` is a 64-bit hash of the post. `serial` counts up through the account's history
+    and is unique within it, for id formats too short to hold a hash without collisions.
     """
     build = _IDENTITIES.get(profile.platform, _generic_identity)
     return build(profile, published_at, uid, serial)

@@ -140,6 +140,9 @@ class Dispatcher:
         self._now = now
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not a secret
         self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+        # Shared by concurrent dispatch_due calls, so that together they send at most
+        # settings.webhook_concurrency requests at once.
+        self._slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._claim_lease = (
             claim_lease
             if claim_lease is not None
@@ -158,9 +161,9 @@ class Dispatcher:
     ) -> Dispatcher:
         """Create a dispatcher with its own guarded session; call inside the event loop.
 
-        The session's connection limits equal `settings.webhook_concurrency`, the most
-        requests `dispatch_due` runs at once, so a claimed delivery does not wait for a
-        free connection while its claim lease runs.
+        The session's connection limits equal `settings.webhook_concurrency`, the maximum
+        number of requests the dispatcher sends at once, so a claimed delivery does not
+        wait for a free connection while its claim lease runs.
         """
         timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
         session = create_client_session(
@@ -181,33 +184,52 @@ class Dispatcher:
     async def dispatch_due(self, limit: int = 1000) -> int:
         """Send up to `limit` due deliveries; return how many were claimed.
 
-        At most `settings.webhook_concurrency` requests run at once. Deliveries are
-        claimed as slots free up, never ahead of them, so no claim lease runs out while
-        its delivery waits for a slot. Returns when nothing more is due or `limit` is
-        reached, after every claimed delivery has been recorded.
+        At most `settings.webhook_concurrency` requests run at once, across all calls
+        on this dispatcher. Deliveries are claimed as slots free up, never ahead of them,
+        so no claim lease runs out while its delivery waits for a slot. Returns when
+        nothing more is due or `limit` is reached, after every claimed delivery has been
+        recorded.
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        concurrency = self._settings.webhook_concurrency
         claimed = 0
         running: set[asyncio.Task[None]] = set()
         try:
             while claimed < limit:
-                while len(running) >= concurrency:
-                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                room = min(concurrency - len(running), limit - claimed)
-                deliveries = await self._claim(room)
+                room = await self._take_slots(limit - claimed)
+                try:
+                    deliveries = await self._claim(room)
+                finally:
+                    # Slots the claim did not fill, or all of them when it failed.
+                    filled = len(deliveries) if "deliveries" in locals() else 0
+                    for _ in range(room - filled):
+                        self._slots.release()
                 if not deliveries:
                     break
                 claimed += len(deliveries)
                 for delivery in deliveries:
-                    task = asyncio.create_task(self._deliver(delivery))
+                    task = asyncio.create_task(self._deliver_in_slot(delivery))
                     running.add(task)
                     task.add_done_callback(running.discard)
         finally:
             if running:
                 await asyncio.gather(*running)
         return claimed
+
+    async def _take_slots(self, wanted: int) -> int:
+        """Wait for one free slot, take up to `wanted` of those free now; return the count."""
+        await self._slots.acquire()
+        taken = 1
+        while taken < wanted and not self._slots.locked():
+            await self._slots.acquire()
+            taken += 1
+        return taken
+
+    async def _deliver_in_slot(self, delivery: ClaimedDelivery) -> None:
+        try:
+            await self._deliver(delivery)
+        finally:
+            self._slots.release()
 
     async def _claim(self, count: int) -> list[ClaimedDelivery]:
         now = self._now()

@@ -36,9 +36,6 @@ CREATE TABLE webhook_events (
     created_at       timestamptz NOT NULL
 );
 
-CREATE INDEX webhook_events_listing
-    ON webhook_events (organization_id, livemode, created_at DESC, id DESC);
-
 CREATE TABLE webhook_deliveries (
     id                text PRIMARY KEY,
     event_id          text NOT NULL REFERENCES webhook_events (id) ON DELETE CASCADE,
