@@ -11,7 +11,7 @@ import json
 import os
 import platform
 
-from bench import imports, webhooks
+from bench import bluesky, imports, webhooks
 from postfuze_imports.settings import Settings
 
 
@@ -24,6 +24,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
         },
         "imports": asyncio.run(imports.run(settings)),
+        "bluesky": asyncio.run(bluesky.run(settings)),
         "webhooks": asyncio.run(
             webhooks.run(settings.database_url, events=1000, latency_samples=1000)
         ),

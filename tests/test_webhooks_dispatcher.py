@@ -436,6 +436,33 @@ async def test_concurrent_dispatchers_send_each_once(webhooks: WebhookHarness) -
     assert succeeded == 60
 
 
+async def test_concurrent_calls_share_concurrency(webhooks: WebhookHarness) -> None:
+    receiver = webhooks.receiver
+    await webhooks.add_endpoint()
+    gate = asyncio.Event()
+    receiver.replies = [receiver.blocking_reply(status_reply(200), gate) for _ in range(4)]
+    for index in range(4):
+        await webhooks.record({"n": index})
+    dispatcher = webhooks.dispatcher(webhook_concurrency=2)
+
+    first = asyncio.create_task(dispatcher.dispatch_due())
+    await receiver.wait_for_requests(2)
+    second = asyncio.create_task(dispatcher.dispatch_due())
+    # An observation window, not a synchronization: without the shared limit the
+    # second call would claim and send the other two deliveries within it.
+    done, _ = await asyncio.wait({second}, timeout=0.5)
+    assert done == set()
+    assert len(receiver.requests) == 2
+    claimed = await webhooks.pool.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE claim_token IS NOT NULL"
+    )
+    assert claimed == 2
+
+    gate.set()
+    assert await first + await second == 4
+    assert len(receiver.requests) == 4
+
+
 async def test_limit_bounds_one_run(webhooks: WebhookHarness) -> None:
     await webhooks.add_endpoint()
     for index in range(5):

@@ -144,8 +144,8 @@ def create_app(
 
         pool = await db.create_pool(settings.database_url, max_size=settings.database_pool_size)
         # No connection is opened here, so the API starts and serves reads while Redis is
-        # down: /health reports it, and wake-ups are best effort (the worker's sweep finds
-        # the jobs). arq's create_pool would instead ping with retries and fail startup.
+        # down. /health then reports the outage, and wake-ups are best effort because the
+        # worker's sweep finds the jobs. arq's create_pool would ping with retries and fail.
         redis = ArqRedis.from_url(settings.redis_url, socket_connect_timeout=HEALTH_TIMEOUT_SECONDS)
         http = create_client_session(
             allow_private=settings.allow_private_networks,

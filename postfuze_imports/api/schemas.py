@@ -112,8 +112,8 @@ class CreateImportSchema(StrictSchema):
         metadata={"description": "Maximum number of posts to fetch (1-1000)."},
     )
 
-    # Runs despite errors in other fields, so every problem is reported at once; it
-    # compares only bounds that parsed.
+    # Runs despite errors in other fields, so every problem is reported at once. It
+    # compares only the bounds that parsed.
     @validates_schema(skip_on_field_errors=False)
     def check_window_order(self, data: dict[str, Any], **kwargs: Any) -> None:
         start: Bound | None = data.get("from_date")

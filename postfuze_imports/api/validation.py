@@ -131,8 +131,8 @@ async def read_json_body(request: web.Request, *, allow_empty: bool) -> dict[str
 
 
 def _drop_nulls(document: Mapping[str, Any]) -> dict[str, Any]:
-    # A JSON null for an optional field means the field is omitted, in nested objects too;
-    # required fields still report `required`.
+    # A JSON null for an optional field means the field is omitted, in nested objects too.
+    # Required fields still report `required`.
     return {
         key: _drop_nulls(value) if isinstance(value, Mapping) else value
         for key, value in document.items()

@@ -197,12 +197,12 @@ class Dispatcher:
         try:
             while claimed < limit:
                 room = await self._take_slots(limit - claimed)
+                deliveries: list[ClaimedDelivery] = []
                 try:
                     deliveries = await self._claim(room)
                 finally:
-                    # Slots the claim did not fill, or all of them when it failed.
-                    filled = len(deliveries) if "deliveries" in locals() else 0
-                    for _ in range(room - filled):
+                    # Give back the slots the claim did not fill, all of them if it raised.
+                    for _ in range(room - len(deliveries)):
                         self._slots.release()
                 if not deliveries:
                     break
@@ -216,14 +216,14 @@ class Dispatcher:
                 await asyncio.gather(*running)
         return claimed
 
-    async def _take_slots(self, wanted: int) -> int:
-        """Wait for one free slot, take up to `wanted` of those free now; return the count."""
+    async def _take_slots(self, maximum: int) -> int:
+        """Wait for a free slot, then take up to `maximum` free slots; return how many."""
         await self._slots.acquire()
-        taken = 1
-        while taken < wanted and not self._slots.locked():
+        count = 1
+        while count < maximum and not self._slots.locked():
             await self._slots.acquire()
-            taken += 1
-        return taken
+            count += 1
+        return count
 
     async def _deliver_in_slot(self, delivery: ClaimedDelivery) -> None:
         try:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from postfuze_imports.crypto import Secrets
-from postfuze_imports.db import Connection, Pool, q
+from postfuze_imports.db import Connection, Pool, Record, q
 from postfuze_imports.errors import Conflict, FieldProblem, OutboundBlocked, ValidationFailed
 from postfuze_imports.outbound import validate_url
 from postfuze_imports.settings import Settings
@@ -50,6 +50,13 @@ def decrypt_secret(secrets: Secrets, token: bytes) -> str:
     if not isinstance(value, str):
         raise ValueError("the stored signing secret is not a string")
     return value
+
+
+def _returned(row: Record | None, query: str) -> Record:
+    """Return the row of a query that returns one by construction."""
+    if row is None:
+        raise RuntimeError(f"query {query} returned no row")
+    return row
 
 
 def _url_problems(url: str, settings: Settings) -> list[FieldProblem]:
@@ -131,7 +138,7 @@ async def create(
         _unique(events),
         encrypt_secret(secrets, secret),
     )
-    endpoint = WebhookEndpoint.from_row(row)
+    endpoint = WebhookEndpoint.from_row(_returned(row, "insert_webhook_endpoint"))
     log.info(
         "created webhook endpoint %s for events %s",
         endpoint.id,
@@ -209,7 +216,8 @@ async def update(
             description,
             enabled,
         )
-        endpoint = WebhookEndpoint.from_row(row)
+        # The row lock taken above keeps the endpoint from being deleted meanwhile.
+        endpoint = WebhookEndpoint.from_row(_returned(row, "update_webhook_endpoint"))
         if before["enabled"] and not endpoint.enabled:
             await _end_pending(connection, endpoint_id, "the endpoint was disabled")
     if before["enabled"] != endpoint.enabled:
@@ -277,7 +285,7 @@ async def send_test(
         delivery = await connection.fetchrow(
             q("get_webhook_delivery"), endpoint_id, delivery_ids[0]
         )
-    return WebhookDelivery.from_row(delivery)
+    return WebhookDelivery.from_row(_returned(delivery, "get_webhook_delivery"))
 
 
 async def list_deliveries(
@@ -384,4 +392,5 @@ async def retry_delivery(
             "endpoint_id": endpoint_id,
         },
     )
-    return WebhookDelivery.from_row(delivery, attempts.get(target_id, ()))
+    found = _returned(delivery, "get_webhook_delivery")
+    return WebhookDelivery.from_row(found, attempts.get(target_id, ()))
