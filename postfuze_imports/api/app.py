@@ -78,6 +78,9 @@ def _tidy_openapi(app: web.Application) -> None:
     """Make the generated document valid OpenAPI 3.0 and describe the bearer scheme."""
     document: dict[str, Any] = app[SWAGGER_DICT]
     for path, path_item in document.get("paths", {}).items():
+        post = path_item.get("post")
+        if isinstance(post, dict) and path.startswith("/api/v1/"):
+            post.setdefault("parameters", []).append(_IDEMPOTENCY_PARAMETER)
         # aiohttp adds a HEAD route beside every GET route, and aiohttp-apigami documents
         # it as a copy of the GET operation.
         if "get" in path_item:
@@ -88,9 +91,15 @@ def _tidy_openapi(app: web.Application) -> None:
                 operation.pop("produces", None)
                 operation.pop("consumes", None)
                 _problem_media_type(operation)
-                if path == "/health":
-                    # The health check needs no API key.
+                if path in ("/health", "/metrics"):
+                    # Operations endpoints need no API key.
                     operation["security"] = []
+                if path == "/metrics":
+                    operation["responses"]["200"]["content"] = {
+                        "text/plain": {"schema": {"type": "string"}}
+                    }
+                if path.startswith("/api/v1/"):
+                    _document_api_headers(operation)
     components = document.setdefault("components", {})
     components["securitySchemes"] = {
         "apiKey": {
@@ -103,6 +112,40 @@ def _tidy_openapi(app: web.Application) -> None:
 
 
 _PROBLEM_REF = "#/components/schemas/Problem"
+
+_IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Up to 255 visible ASCII characters. A retry with the same key and body returns the "
+        "first response unchanged for 24 hours; another body with the key is 422."
+    ),
+    "schema": {"type": "string", "maxLength": 255},
+}
+
+_RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": "Requests allowed in the current 60-second window.",
+    "RateLimit-Remaining": "Requests left in the current window.",
+    "RateLimit-Reset": "Seconds until the window resets.",
+}
+
+
+def _document_api_headers(operation: dict[str, Any]) -> None:
+    """Describe the headers every authenticated route accepts and sends."""
+    for status, response in operation.get("responses", {}).items():
+        headers = response.setdefault("headers", {})
+        headers["Request-Id"] = {
+            "description": "Identifies this request in the server's logs.",
+            "schema": {"type": "string"},
+        }
+        for name, description in _RATE_LIMIT_HEADERS.items():
+            headers[name] = {"description": description, "schema": {"type": "integer"}}
+        if status in ("429", "503"):
+            headers["Retry-After"] = {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer"},
+            }
 
 
 def _problem_media_type(operation: dict[str, Any]) -> None:

@@ -77,6 +77,16 @@ class DeliverySchema(StrictSchema):
     created_at = fields.String()
 
 
+class EndpointListSchema(StrictSchema):
+    data = fields.List(fields.Nested(EndpointSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class DeliveryListSchema(StrictSchema):
+    data = fields.List(fields.Nested(DeliverySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
 def endpoint_payload(endpoint: WebhookEndpoint) -> dict[str, Any]:
     return {
         "id": endpoint.id,
@@ -162,7 +172,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
     tags=["Webhooks"],
     summary="List webhook endpoints, newest first",
     responses={
-        200: {"description": "A page of endpoints."},
+        200: {"schema": EndpointListSchema, "description": "A page of endpoints."},
         **responses.UNAUTHORIZED,
         **responses.INVALID,
     },
@@ -275,7 +285,7 @@ async def delete_endpoint(request: web.Request) -> web.Response:
     summary="Send a webhook.test event to this endpoint",
     responses={
         202: {"schema": DeliverySchema, "description": "The queued delivery."},
-        409: {"description": "The endpoint is disabled."},
+        409: responses.problem_doc("The endpoint is disabled."),
         **responses.UNAUTHORIZED,
         **responses.NOT_FOUND,
         **responses.WRITE,
@@ -298,7 +308,7 @@ async def send_test(request: web.Request) -> web.Response:
     tags=["Webhooks"],
     summary="List an endpoint's deliveries with their attempts, newest first",
     responses={
-        200: {"description": "A page of deliveries."},
+        200: {"schema": DeliveryListSchema, "description": "A page of deliveries."},
         **responses.UNAUTHORIZED,
         **responses.NOT_FOUND,
         **responses.INVALID,
