@@ -9,21 +9,9 @@ from typing import Any
 from uuid import UUID
 
 from postfuze_imports.db import Record
+from postfuze_imports.providers.base import PLATFORMS
 
-PLATFORMS = (
-    "x",
-    "linkedin",
-    "instagram",
-    "tiktok",
-    "youtube",
-    "facebook",
-    "threads",
-    "bluesky",
-    "pinterest",
-    "google_business",
-    "reddit",
-    "mastodon",
-)
+__all__ = ["PLATFORMS", "AccountStatus", "ApiKey", "ImportJob", "JobStatus", "SocialAccount"]
 
 
 class JobStatus(enum.StrEnum):

@@ -14,28 +14,13 @@ import aiohttp
 from postfuze_imports import __version__
 from postfuze_imports.errors import ProviderPermanentError
 from postfuze_imports.outbound import create_client_session
-from postfuze_imports.providers.base import Provider
+from postfuze_imports.providers.base import PLATFORMS, Provider
 from postfuze_imports.providers.bluesky import BlueskyProvider
 from postfuze_imports.providers.simulator import SimulatorProvider
 from postfuze_imports.settings import Settings
 
-# Platforms accounts can be connected for; the same list as the API's PLATFORMS.
-KNOWN_PLATFORMS = frozenset(
-    {
-        "x",
-        "linkedin",
-        "instagram",
-        "tiktok",
-        "youtube",
-        "facebook",
-        "threads",
-        "bluesky",
-        "pinterest",
-        "google_business",
-        "reddit",
-        "mastodon",
-    }
-)
+# Platforms accounts can be connected for.
+KNOWN_PLATFORMS = frozenset(PLATFORMS)
 LIVE_PLATFORMS = frozenset({"bluesky"})
 USER_AGENT = f"postfuze-imports/{__version__}"
 

@@ -16,6 +16,22 @@ from typing import Any, Protocol
 
 JsonObject = dict[str, Any]
 
+# Platform identifiers of the API, in the order the API documents them.
+PLATFORMS = (
+    "x",
+    "linkedin",
+    "instagram",
+    "tiktok",
+    "youtube",
+    "facebook",
+    "threads",
+    "bluesky",
+    "pinterest",
+    "google_business",
+    "reddit",
+    "mastodon",
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Media:
