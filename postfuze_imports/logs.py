@@ -20,6 +20,24 @@ _STANDARD_ATTRIBUTES = set(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 
 
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: object, **kwargs: object) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id_var.get()
+    return record
+
+
+def install_request_ids() -> None:
+    """Stamp every log record with the id of the request being handled, if any.
+
+    A record factory reaches every handler, test capture included, where a handler
+    filter would reach only the handlers `configure` installs.
+    """
+    logging.setLogRecordFactory(_record_with_request_id)
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()

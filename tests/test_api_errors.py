@@ -57,6 +57,21 @@ async def test_request_id_on_every_response(client: Client, org: Org) -> None:
     assert ok.headers["Request-Id"] != missing.headers["Request-Id"]
 
 
+async def test_request_id_in_request_logs(
+    client: Client, org: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    response = await client.get(ACCOUNTS, headers=org.test)
+
+    request_id = response.headers["Request-Id"]
+    stamped = [
+        record for record in caplog.records if getattr(record, "request_id", None) == request_id
+    ]
+    assert stamped
+    assert any("/api/v1/social-accounts" in record.getMessage() for record in stamped)
+
+
 async def test_validation_item_per_problem(client: Client, org: Org) -> None:
     body = account_body(platform="myspace", username="", credentials={"access_token": 5})
     body["nickname"] = "al"

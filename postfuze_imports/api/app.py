@@ -15,7 +15,7 @@ from aiohttp_apigami import docs, setup_aiohttp_apispec
 from aiohttp_apigami.constants import SWAGGER_DICT
 from arq.connections import ArqRedis
 
-from postfuze_imports import __version__, db
+from postfuze_imports import __version__, db, logs
 from postfuze_imports.api import accounts, imports, posts, webhooks
 from postfuze_imports.api.auth import auth_middleware
 from postfuze_imports.api.context import FINISH_HOOK, SERVICES, BlueskyConnector, Services
@@ -179,6 +179,7 @@ def create_app(
         # Bodies are read and size-checked by the handlers (64 KiB, problem+json 413).
         client_max_size=1024 * 1024,
     )
+    logs.install_request_ids()
     app[FINISH_HOOK] = finish_hook
     app[REQUESTS] = Counter()
 
