@@ -11,7 +11,7 @@ import json
 import os
 import platform
 
-from bench import bluesky, imports, webhooks
+from bench import bluesky, imports, webhook_e2e, webhooks
 from postfuze_imports.settings import Settings
 
 
@@ -25,6 +25,7 @@ def main() -> None:
         },
         "imports": asyncio.run(imports.run(settings)),
         "bluesky": asyncio.run(bluesky.run(settings)),
+        "webhook_end_to_end": asyncio.run(webhook_e2e.run(settings)),
         "webhooks": asyncio.run(
             webhooks.run(settings.database_url, events=1000, latency_samples=1000)
         ),

@@ -1,7 +1,8 @@
 """The asyncpg pool and the named SQL queries kept in `sql/queries/*.sql`.
 
-A query file holds blocks that each start with `-- name: <query_name>`; the comment
-lines after it say what `$1, $2…` are. Files are parsed once per process.
+A query file holds blocks that each start with `-- name: <query_name>`. The comment
+lines after that line describe the parameters `$1, $2…`. Files are parsed once per
+process.
 """
 
 from __future__ import annotations

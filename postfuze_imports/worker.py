@@ -118,20 +118,21 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [
             # Results are not kept: PostgreSQL holds each job's outcome, and a kept
-            # result would block a later wake-up with the same arq job id.
+            # result would block a later wake-up with the same arq job id. A wake-up
+            # interrupted by a shutdown may run again, which is harmless.
             func(
                 run_import,
                 name=queue.RUN_IMPORT,
                 keep_result=0,
                 timeout=timedelta(hours=6),
-                max_tries=1,
+                max_tries=3,
             ),
             func(
                 dispatch_webhooks,
                 name=queue.DISPATCH_WEBHOOKS,
                 keep_result=0,
                 timeout=timedelta(minutes=30),
-                max_tries=1,
+                max_tries=3,
             ),
         ],
         "cron_jobs": [

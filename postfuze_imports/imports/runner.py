@@ -1,8 +1,8 @@
 """Running one import job on a worker: claim, page through the network, finish.
 
-Every write after the claim is fenced by the job's lease token: a worker that lost its
+Every write after the claim is fenced by the job's lease token. A worker that lost its
 lease (paused, partitioned, or too slow) finds no row to update and stops, so it cannot
-overwrite progress of the worker that took the job over. A page's posts, the job's
+overwrite the progress of the worker that took the job over. A page's posts, the job's
 counters and its checkpoint commit in one transaction, so a resumed job neither stores
 a post twice nor counts it twice.
 """
@@ -368,7 +368,7 @@ class JobRunner:
             if locked is None:
                 raise LeaseLost(job.id)
             if status is JobStatus.FAILED and message is not None and locked["imported_count"]:
-                # A failed job keeps what it stored; the message says how much that was.
+                # A failed job keeps the posts it stored, and the message gives their count.
                 message = (
                     f"{message} {locked['imported_count']} posts were imported before it stopped."
                 )
