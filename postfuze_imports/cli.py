@@ -7,41 +7,12 @@ import asyncio
 import sys
 import uuid
 
-import asyncpg
-
 from postfuze_imports import logs
+from postfuze_imports.admin import create_key, create_org
 from postfuze_imports.api.auth import ALL_SCOPES, SCOPES
-from postfuze_imports.crypto import generate_api_key, hash_api_key
-from postfuze_imports.db import q, required
 from postfuze_imports.errors import ConfigurationError
 from postfuze_imports.migrations import migrate
 from postfuze_imports.settings import Settings
-
-
-async def create_org(dsn: str, name: str) -> uuid.UUID:
-    connection = await asyncpg.connect(dsn)
-    try:
-        row = await connection.fetchrow(q("insert_organization"), uuid.uuid4(), name)
-    finally:
-        await connection.close()
-    org_id: uuid.UUID = required(row)["id"]
-    return org_id
-
-
-async def create_key(dsn: str, org_id: uuid.UUID, *, livemode: bool, scopes: list[str]) -> str:
-    key = generate_api_key(livemode=livemode)
-    connection = await asyncpg.connect(dsn)
-    try:
-        if await connection.fetchrow(q("get_organization"), org_id) is None:
-            raise ConfigurationError(
-                f"organization {org_id} does not exist; create it with create-org"
-            )
-        await connection.execute(
-            q("insert_api_key"), uuid.uuid4(), org_id, hash_api_key(key), key[:12], livemode, scopes
-        )
-    finally:
-        await connection.close()
-    return key
 
 
 def _parse_scopes(values: list[str] | None) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from postfuze_imports.cli import create_key, create_org
+from postfuze_imports.admin import create_key, create_org
 from postfuze_imports.devstack.pds import start_pds
 from postfuze_imports.devstack.stack import find_stack_dir, free_port, wait_for_port
 from postfuze_imports.settings import Settings

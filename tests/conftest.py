@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from postfuze_imports import db
+from postfuze_imports.admin import create_key, create_org
 from postfuze_imports.api.app import create_app
-from postfuze_imports.cli import create_key, create_org
 from postfuze_imports.devstack.stack import free_port, redis_command, wait_for_port
 from postfuze_imports.migrations import migrate
 from postfuze_imports.settings import Settings

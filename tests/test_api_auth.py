@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from postfuze_imports import db
-from postfuze_imports.cli import create_key
+from postfuze_imports.admin import create_key
 from postfuze_imports.crypto import hash_api_key
 from postfuze_imports.settings import Settings
 from tests.api_support import (

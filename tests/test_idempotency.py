@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from postfuze_imports import db
-from postfuze_imports.cli import create_key
+from postfuze_imports.admin import create_key
 from postfuze_imports.settings import Settings
 from tests.conftest import Org
 

@@ -34,6 +34,7 @@ from postfuze_imports.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from postfuze_imports.imports.runner import parse_expiry
 from postfuze_imports.outbound import validate_url
 from postfuze_imports.records import SocialAccount
 
@@ -200,7 +201,7 @@ async def connect_bluesky(request: web.Request) -> web.Response:
             "tenant_id": body.get("tenant_id"),
             "api_base_url": base_url,
             "credentials": credentials,
-            "token_expires_at": _expiry(credentials.get("token_expires_at")),
+            "token_expires_at": parse_expiry(credentials.get("token_expires_at")),
         },
     )
     return json_response(account_payload(account), status=201)
@@ -209,12 +210,6 @@ async def connect_bluesky(request: web.Request) -> web.Response:
 def _test_did(identifier: str) -> str:
     """Return the stable simulated DID of a test-mode Bluesky handle."""
     return f"did:plc:test{uuid.uuid5(uuid.NAMESPACE_DNS, identifier).hex[:20]}"
-
-
-def _expiry(value: object) -> Any:
-    from postfuze_imports.imports.runner import parse_expiry
-
-    return parse_expiry(value)
 
 
 @docs(
