@@ -7,6 +7,8 @@ import asyncio
 import sys
 import uuid
 
+import asyncpg
+
 from postfuze_imports import logs
 from postfuze_imports.admin import create_key, create_org
 from postfuze_imports.api.auth import ALL_SCOPES, SCOPES
@@ -75,6 +77,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"postfuze-imports: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format)
+    try:
+        _run(args, settings)
+    except (OSError, asyncpg.PostgresError) as error:
+        # Unreachable servers and ports in use are operator errors, not bugs.
+        print(f"postfuze-imports {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
 
     if args.command == "migrate":
         applied = asyncio.run(migrate(settings.database_url))

@@ -76,6 +76,16 @@ def _demo_posts(count: int) -> list[tuple[str, str]]:
     return posts
 
 
+async def _wait_delivery_recorded(api: aiohttp.ClientSession, endpoint_id: str) -> None:
+    """Wait until the dispatcher has recorded the delivery the receiver answered."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        page = await (await api.get(f"/api/v1/webhooks/{endpoint_id}/deliveries")).json()
+        if page["data"] and page["data"][0]["status"] != "pending":
+            return
+        await asyncio.sleep(0.1)
+
+
 class _Receiver:
     """A local webhook receiver that records what arrives."""
 
@@ -111,6 +121,9 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
     _say("1/6 Starting a local Bluesky PDS (the first run installs it from npm: about 2 minutes)")
     pds = await start_pds(work_dir / "pds")
     processes: list[subprocess.Popen[bytes]] = []
+    cleanup: list[str] = []
+    base = ""
+    headers: dict[str, str] = {}
     receiver_runner: web.AppRunner | None = None
     try:
         session = await pds.create_account(DEMO_HANDLE, "demo-password-1234", "demo@example.test")
@@ -194,7 +207,8 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
                     return 1
                 state = (job["status"], job["imported_count"])
                 if state != last:
-                    _say(f"    {job['status']:<9} imported_count={job['imported_count']}")
+                    count = json.dumps(job["imported_count"])
+                    _say(f"    {job['status']:<9} imported_count={count}")
                     last = state
                 await asyncio.sleep(0.1)
                 job = await (await api.get(location)).json()
@@ -221,10 +235,13 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
                         f"{delivery_headers.get('webhook-id')}, signature "
                         f"{delivery_headers.get('webhook-signature', '')[:20]}…"
                     )
+                    await _wait_delivery_recorded(api, endpoint["id"])
                 except TimeoutError:
                     _say("    no webhook arrived within 30 s; see worker.log")
 
         _say(f"\nDone in {time.monotonic() - started:.0f} s. Swagger UI: {base}/docs")
+        if webhooks_enabled:
+            cleanup.append(endpoint["id"])
         if sys.stdin.isatty():
             _say("The API keeps running for you to explore; press Ctrl-C to stop.")
             _say(f"API key for this demo: {key}")
@@ -237,6 +254,10 @@ async def run_demo(settings: Settings, *, posts: int = 300) -> int:
             _say("Not in a terminal, so everything stops now; run it in one to explore /docs.")
         return 0
     finally:
+        # The receiver goes away with the demo, so its endpoint must not outlive it.
+        for endpoint_id in cleanup:
+            async with aiohttp.ClientSession(base_url=base, headers=headers) as api:
+                await api.delete(f"/api/v1/webhooks/{endpoint_id}")
         for process in processes:
             process.terminate()
         for process in processes:

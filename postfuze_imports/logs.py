@@ -52,6 +52,19 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
     }
 
 
+def escape_controls(text: str) -> str:
+    """Escape line breaks and other control characters, so one record stays one line.
+
+    Messages can carry request paths, header values and network errors, which a
+    client controls; unescaped, a newline in them could forge a log line.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        character if character.isprintable() else repr(character)[1:-1] for character in text
+    )
+
+
 class TextFormatter(logging.Formatter):
     """`time level logger message key=value…` for people reading a terminal."""
 
@@ -61,8 +74,9 @@ class TextFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id:
             fields = {"request_id": request_id, **fields}
-        suffix = "".join(f" {key}={value}" for key, value in fields.items())
-        line = f"{stamp}Z {record.levelname:<7} {record.name}: {record.getMessage()}{suffix}"
+        suffix = "".join(f" {key}={escape_controls(str(value))}" for key, value in fields.items())
+        message = escape_controls(record.getMessage())
+        line = f"{stamp}Z {record.levelname:<7} {record.name}: {message}{suffix}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -10,6 +10,7 @@ from postfuze_imports.errors import ConfigurationError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +64,11 @@ class Settings:
                 "POSTFUZE_SECRET_KEY must be at least 32 characters; "
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        log_level = env.get("POSTFUZE_LOG_LEVEL", "INFO").upper()
+        if log_level not in _LOG_LEVELS:
+            raise ConfigurationError(
+                f"POSTFUZE_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, not {log_level!r}"
+            )
         log_format = env.get("POSTFUZE_LOG_FORMAT", "text")
         if log_format not in ("text", "json"):
             raise ConfigurationError(
@@ -73,7 +79,7 @@ class Settings:
             redis_url=env["REDIS_URL"],
             secret_key=secret_key,
             allow_private_networks=_bool(env, "POSTFUZE_ALLOW_PRIVATE_NETWORKS", False),
-            log_level=env.get("POSTFUZE_LOG_LEVEL", "INFO").upper(),
+            log_level=log_level,
             log_format=log_format,
             database_pool_size=_int(env, "POSTFUZE_DATABASE_POOL_SIZE", 10, minimum=2),
             worker_concurrency=_int(env, "POSTFUZE_WORKER_CONCURRENCY", 10, minimum=1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import aiohttp
 from arq import cron, func
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from postfuze_imports import __version__, db, queue
 from postfuze_imports.crypto import Secrets
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 SWEEP_MAX_QUEUED = 1000
 SWEEP_BATCH = 200
 DISPATCH_BATCH = 500
+# Backoff of worker restarts after Redis became unreachable, in seconds.
+RESTART_FIRST_DELAY_SECONDS = 1.0
+RESTART_MAX_DELAY_SECONDS = 30.0
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -158,4 +163,21 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
 
 def run(settings: Settings) -> None:
-    Worker(**worker_settings(settings)).run()
+    """Run a worker until a signal stops it, starting it again when Redis goes away."""
+    delay = RESTART_FIRST_DELAY_SECONDS
+    while True:
+        started = time.monotonic()
+        try:
+            Worker(**worker_settings(settings)).run()
+            return
+        except (RedisError, OSError) as error:
+            if time.monotonic() - started > RESTART_MAX_DELAY_SECONDS:
+                delay = RESTART_FIRST_DELAY_SECONDS
+            log.error(
+                "worker lost Redis (%s: %s); starting again in %.0f s",
+                type(error).__name__,
+                error,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, RESTART_MAX_DELAY_SECONDS)

@@ -178,7 +178,8 @@ async def test_scoped_key_can_write(client: Client, org: Org, settings: Settings
 
 
 async def test_objects_carry_livemode(client: Client, org: Org, pool: db.Pool) -> None:
-    live = await create_account(client, org.live, "live-user")
+    # Live imports need a platform with a live adapter.
+    live = await create_account(client, org.live, "live-user", platform="bluesky")
     test = await create_account(client, org.test, "test-user")
     live_job = await create_import(client, org.live, live["id"])
     test_job = await create_import(client, org.test, test["id"])
@@ -216,7 +217,7 @@ async def test_account_invisible_other_mode(
 async def test_import_invisible_other_mode(
     client: Client, org: Org, owner: str, reader: str
 ) -> None:
-    account = await create_account(client, getattr(org, owner))
+    account = await create_account(client, getattr(org, owner), platform="bluesky")
     job = await create_import(client, getattr(org, owner), account["id"])
     headers = getattr(org, reader)
     url = imports_url(account["id"])

@@ -33,7 +33,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     key = key.strip()
     # Anything not shaped like a key is rejected before any database lookup.
     if not _KEY_FORMAT.match(key):
-        raise Unauthorized("the API key is malformed; keys start with sk_live_ or sk_test_")
+        raise Unauthorized(
+            "the API key is malformed: expected sk_live_ or sk_test_ followed by 16 to 128 "
+            "letters, digits, - or _"
+        )
     row = await services(request).pool.fetchrow(q("get_api_key_by_hash"), hash_api_key(key))
     if row is None:
         raise Unauthorized("the API key is invalid or was revoked")

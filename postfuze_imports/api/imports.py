@@ -19,8 +19,9 @@ from postfuze_imports.api.schemas import (
     PageQuerySchema,
 )
 from postfuze_imports.api.validation import parse_body, parse_query
-from postfuze_imports.errors import Conflict, NotFound
+from postfuze_imports.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from postfuze_imports.imports import jobs
+from postfuze_imports.providers import LIVE_PLATFORMS
 from postfuze_imports.records import AccountStatus
 
 routes = web.RouteTableDef()
@@ -51,7 +52,22 @@ async def create_import(request: web.Request) -> web.Response:
     account = await load_account(request, request.match_info["account_id"])
     body = await parse_body(request, CreateImportSchema(), allow_empty=True)
     if account.status is AccountStatus.DISCONNECTED:
-        raise Conflict(f"social account {account.id} is disconnected; connect it again first")
+        raise Conflict(
+            f"social account {account.id} is disconnected; register the account again "
+            "to import from it"
+        )
+    if account.livemode and account.platform not in LIVE_PLATFORMS:
+        raise ValidationFailed(
+            [
+                FieldProblem(
+                    None,
+                    f"Live imports from {account.platform} are not supported yet; live mode "
+                    f"supports {', '.join(sorted(LIVE_PLATFORMS))}, and test mode every platform.",
+                    "unsupported_platform",
+                )
+            ],
+            detail=f"imports from {account.platform} are not supported in live mode",
+        )
     svc = services(request)
     job = await jobs.create_job(
         svc.pool,

@@ -9,11 +9,13 @@ import time
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from postfuze_imports.api.context import REQUEST_ID
-from postfuze_imports.errors import ApiError, ValidationFailed
+from postfuze_imports.api.validation import has_unstorable_text
+from postfuze_imports.errors import ApiError, BadRequest, ValidationFailed
 from postfuze_imports.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,16 @@ def error_response(error: ApiError) -> web.Response:
     )
 
 
+# Errors that mean PostgreSQL cannot be reached right now, not that a query is wrong.
+_DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+)
+
 _HTTP_CODES = {
     404: ("not_found", "no route matches this path; see /docs for the API"),
     405: ("method_not_allowed", "this path does not accept the {method} method"),
@@ -78,6 +90,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     response: web.StreamResponse
     try:
         try:
+            if has_unstorable_text(request.path):
+                raise BadRequest(
+                    "the URL path contains a NUL character or invalid UTF-8; check the ids in it"
+                )
             response = await handler(request)
         except ApiError as error:
             response = error_response(error)
@@ -93,9 +109,17 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                 detail.format(method=request.method),
                 headers=headers,
             )
+        except _DATABASE_UNAVAILABLE as error:
+            log.error("database unavailable in %s %s: %s", request.method, request.raw_path, error)
+            response = problem_response(
+                503,
+                "service_unavailable",
+                "the database is unavailable; retry shortly",
+                headers={"Retry-After": "5"},
+            )
         except Exception:
             # The traceback goes to the log only; the client sees the request id.
-            log.exception("unhandled error in %s %s", request.method, request.path)
+            log.exception("unhandled error in %s %s", request.method, request.raw_path)
             response = problem_response(
                 500,
                 "internal_error",
@@ -106,7 +130,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.info(
             "%s %s -> %d in %.1f ms",
             request.method,
-            request.path,
+            # The raw path keeps percent-encoding, so a %0a in a URL cannot start a log line.
+            request.raw_path,
             response.status,
             (time.perf_counter() - started) * 1000,
             extra={"status": response.status},

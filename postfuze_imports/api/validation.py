@@ -127,6 +127,9 @@ async def read_json_body(request: web.Request, *, allow_empty: bool) -> dict[str
             [FieldProblem(None, "The body must be a JSON object.", "invalid_type")],
             detail="the request body must be a JSON object",
         )
+    problems = unstorable_text(document, None)
+    if problems:
+        raise ValidationFailed(problems)
     return document
 
 
@@ -154,6 +157,43 @@ async def parse_body(request: web.Request, schema: Schema, *, allow_empty: bool)
     return load(schema, document or {})
 
 
+_UNSTORABLE = coded(
+    "Must not contain NUL characters or unpaired UTF-16 surrogates.", "invalid_characters"
+)
+
+
+def has_unstorable_text(text: str) -> bool:
+    """Tell whether PostgreSQL would reject the text: it stores no NUL and only valid UTF-8."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unstorable_text(value: Any, path: str | None) -> list[FieldProblem]:
+    """Return one problem per string (or key) of a JSON value that cannot be stored."""
+    problems: list[FieldProblem] = []
+    if isinstance(value, str):
+        if has_unstorable_text(value):
+            problems.append(FieldProblem(path, _UNSTORABLE, "invalid_characters"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = str(key) if path is None else f"{path}.{key}"
+            if has_unstorable_text(str(key)):
+                problems.append(FieldProblem(path, _UNSTORABLE, "invalid_characters"))
+            else:
+                problems.extend(unstorable_text(item, child))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.extend(
+                unstorable_text(item, f"{index}" if path is None else f"{path}.{index}")
+            )
+    return problems
+
+
 def parse_query(request: web.Request, schema: Schema) -> dict[str, Any]:
     """Validate the query string; a parameter given twice is a problem too."""
     problems: list[FieldProblem] = []
@@ -162,6 +202,9 @@ def parse_query(request: web.Request, schema: Schema) -> dict[str, Any]:
         values = request.query.getall(key)
         if len(values) > 1:
             problems.append(FieldProblem(key, "Give this parameter once.", "duplicate"))
+        if has_unstorable_text(key) or has_unstorable_text(values[0]):
+            problems.append(FieldProblem(key, _UNSTORABLE, "invalid_characters"))
+            continue
         document[key] = values[0]
     try:
         result: dict[str, Any] = schema.load({k: v for k, v in document.items() if v != ""})

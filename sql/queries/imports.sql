@@ -133,7 +133,6 @@ UPDATE import_jobs
 SET status = $3,
     error_message = $4,
     finished_at = clock_timestamp(),
-    started_at = coalesce(started_at, clock_timestamp()),
     lease_token = NULL,
     lease_expires_at = NULL,
     updated_at = clock_timestamp()
