@@ -15,7 +15,7 @@ WITH_STACK = eval "$$($(BIN)/python -m postfuze_imports.devstack env)" &&
 # Stops, on exit, only the servers this command started.
 STOP_STARTED = trap 'if [ -n "$$POSTFUZE_STACK_STARTED" ]; then $(BIN)/python -m postfuze_imports.devstack stop $$POSTFUZE_STACK_STARTED; fi' EXIT;
 
-.PHONY: install web worker migrate demo test lint typecheck unit bench stop clean
+.PHONY: install env web worker migrate demo test lint typecheck bench stop clean
 
 install: $(INSTALLED)
 
@@ -23,6 +23,11 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(INSTALLED)
+
+# Prints export lines for the private stack: eval "$(make -s env)" in a shell, then run
+# .venv/bin/postfuze-imports commands there.
+env: install
+	@$(BIN)/python -m postfuze_imports.devstack env
 
 migrate: install
 	@$(WITH_STACK) $(BIN)/postfuze-imports migrate
