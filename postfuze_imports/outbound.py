@@ -6,7 +6,9 @@ services, the private network or a cloud metadata address. The guard works in tw
 places:
 
 - `validate_url` rejects a URL before any request: wrong scheme, userinfo, a missing
-  host, or a host that is a non-public IP literal.
+  host, or a host that is a non-public IP literal. `resolve_and_check` adds a DNS
+  lookup, so a stored URL (a webhook URL, an `api_base_url`) whose host name resolves
+  to a non-public address is rejected when it is saved, not only when it is used.
 - `create_client_session` returns a session whose connector checks the address each
   socket is about to connect to, after DNS resolution. A host name that resolves, or
   later re-resolves (DNS rebinding), to a non-public address is rejected at connect
@@ -21,6 +23,7 @@ like any other unexpected answer. Both checks still apply when a caller forgets.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
@@ -67,6 +70,18 @@ _IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 
 _PUBLIC_SCHEMES = frozenset({"https"})
 _PRIVATE_SCHEMES = frozenset({"https", "http"})
+
+# Seconds `resolve_and_check` waits for a host name lookup before rejecting the URL.
+RESOLVE_TIMEOUT_SECONDS = 2.0
+
+_PRIVATE_NETWORKS_HINT = (
+    "A development server can allow http and private addresses with "
+    "POSTFUZE_ALLOW_PRIVATE_NETWORKS=true"
+)
+
+
+class UnresolvableHost(OutboundBlocked):
+    """A URL's host name did not resolve to any address, or its lookup timed out."""
 
 
 class BlockedAddressError(OSError):
@@ -159,11 +174,15 @@ def validate_url(url: str, *, allow_private: bool) -> None:
     no userinfo, whose host, when it is an IP literal, is a public address. DNS names
     are checked at connect time by the sessions `create_client_session` returns.
     """
+    parsed = _parse(url)
+    check_url(parsed, allow_private=allow_private)
+
+
+def _parse(url: str) -> URL:
     try:
-        parsed = URL(url)
+        return URL(url)
     except (TypeError, ValueError) as exc:
         raise OutboundBlocked(f"invalid URL {url!r}: {exc}") from None
-    check_url(parsed, allow_private=allow_private)
 
 
 def check_url(url: URL, *, allow_private: bool) -> None:
@@ -172,9 +191,10 @@ def check_url(url: URL, *, allow_private: bool) -> None:
     scheme = url.scheme.lower()
     if scheme not in schemes:
         allowed = " or ".join(sorted(schemes))
-        raise OutboundBlocked(
-            f"URL scheme {scheme!r} is not allowed: use {allowed} (URL {_display(url)!r})"
-        )
+        message = f"URL scheme {scheme!r} is not allowed: use {allowed} (URL {_display(url)!r})"
+        if not allow_private:
+            message = f"{message}. {_PRIVATE_NETWORKS_HINT}"
+        raise OutboundBlocked(message)
     if not url.host:
         raise OutboundBlocked(f"URL {_display(url)!r} has no host")
     if url.raw_user is not None or url.raw_password is not None or "@" in url.raw_authority:
@@ -190,6 +210,71 @@ def check_url(url: URL, *, allow_private: bool) -> None:
             f"URL host {url.host} is not a public address; "
             "private, loopback, link-local and reserved addresses are not allowed"
         )
+
+
+async def resolve_and_check(
+    url: str, *, allow_private: bool, timeout: float = RESOLVE_TIMEOUT_SECONDS
+) -> None:
+    """Apply `validate_url`, then resolve a host name and reject non-public addresses.
+
+    With `allow_private` false, a DNS name is resolved with the event loop's
+    `getaddrinfo`, and the URL is rejected with `OutboundBlocked` when any address it
+    resolves to is not public. `UnresolvableHost`, a subclass, means the name did not
+    resolve or the lookup took longer than `timeout` seconds. With `allow_private` true,
+    or for an IP literal host, no lookup is made. The verdict holds only at the time of
+    the lookup, so the connect-time check of `create_client_session` stays necessary.
+    """
+    parsed = _parse(url)
+    check_url(parsed, allow_private=allow_private)
+    host = parsed.raw_host
+    if allow_private or host is None or parse_ip_literal(host) is not None:
+        return
+    addresses = await _resolve(host, parsed.port, timeout)
+    blocked = sorted(address for address in addresses if not _is_public_text(address))
+    if blocked:
+        logger.warning(
+            "outbound guard rejected URL host %s: it resolves to non-public addresses %s",
+            host,
+            ", ".join(blocked),
+            extra={"action": "outbound_blocked", "host": host},
+        )
+        # The addresses stay out of the message, which the API returns to its caller,
+        # so the check does not reveal the server's internal DNS records.
+        raise OutboundBlocked(
+            f"URL host {host} resolves to a non-public address. Private, loopback, "
+            "link-local and reserved addresses are not allowed"
+        )
+
+
+async def _resolve(host: str, port: int | None, timeout: float) -> set[str]:
+    """Return the addresses `host` resolves to, or raise `UnresolvableHost`."""
+    loop = asyncio.get_running_loop()
+    try:
+        # NOTE: on timeout the lookup keeps running in the executor's thread until the
+        # system resolver gives up; only the wait for it ends here.
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise UnresolvableHost(
+            f"URL host {host} did not resolve within {timeout:g} seconds. "
+            "Check the host name and try again"
+        ) from None
+    except (OSError, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise UnresolvableHost(
+            f"URL host {host} does not resolve to an address ({reason}). Check the host name"
+        ) from None
+    addresses = {str(sockaddr[0]) for _, _, _, _, sockaddr in infos}
+    if not addresses:
+        raise UnresolvableHost(f"URL host {host} does not resolve to an address")
+    return addresses
+
+
+def _is_public_text(address: str) -> bool:
+    try:
+        return is_public_address(address)
+    except ValueError:
+        return False
 
 
 def _display(url: URL) -> str:

@@ -10,7 +10,10 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from tests.api_support import Client, JsonObject
+from postfuze_imports.api.app import create_app
+from postfuze_imports.settings import Settings
+from tests.api_support import Client, JsonObject, field_codes, read_validation
+from tests.conftest import Org
 
 # Routes that serve the documentation itself.
 UNDOCUMENTED = {"/openapi.json", "/docs"}
@@ -91,6 +94,7 @@ async def test_path_parameters_declared(document: JsonObject) -> None:
         ("/api/v1/social-accounts", "CreateAccount", True),
         ("/api/v1/social-accounts/bluesky/connect", "ConnectBluesky", True),
         ("/api/v1/social-accounts/{account_id}/imports", "CreateImport", False),
+        ("/api/v1/webhooks", "CreateEndpoint", True),
     ],
 )
 async def test_request_bodies_documented(
@@ -105,6 +109,38 @@ async def test_request_bodies_documented(
     assert schema in document["components"]["schemas"]
 
 
+async def test_webhook_update_body_optional(document: JsonObject) -> None:
+    body = document["paths"]["/api/v1/webhooks/{endpoint_id}"]["patch"]["requestBody"]
+
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/UpdateEndpoint"
+    }
+    assert body["required"] is False
+
+
+@pytest.mark.parametrize("schema", ["CreateEndpoint", "UpdateEndpoint"])
+async def test_webhook_description_limit(document: JsonObject, schema: str) -> None:
+    description = document["components"]["schemas"][schema]["properties"]["description"]
+
+    assert description["maxLength"] == 500
+
+
+async def test_webhook_description_limit_enforced(client: Client, org: Org) -> None:
+    response = await client.post(
+        "/api/v1/webhooks",
+        json={
+            "url": "https://localhost/hook",
+            "events": ["import.completed"],
+            "description": "x" * 501,
+        },
+        headers=org.test,
+    )
+
+    errors = await read_validation(response)
+    assert field_codes(errors) == [("description", "invalid_length")]
+    assert errors[0]["message"] == "Must be at most 500 characters."
+
+
 async def test_import_body_schema(document: JsonObject) -> None:
     schema = document["components"]["schemas"]["CreateImport"]
 
@@ -114,6 +150,30 @@ async def test_import_body_schema(document: JsonObject) -> None:
     assert schema["properties"]["limit"]["maximum"] == 1000
     assert schema["properties"]["limit"]["default"] == 100
     assert schema["additionalProperties"] is False
+
+
+def window_bounds(document: JsonObject) -> list[tuple[str, JsonObject]]:
+    """Return the schemas of the date-or-date-time bounds: import window and post range."""
+    imports = document["components"]["schemas"]["CreateImport"]["properties"]
+    bounds = [(name, imports[name]) for name in ("from_date", "to_date")]
+    for param in document["paths"]["/api/v1/posts"]["get"]["parameters"]:
+        if param["name"] in ("from", "to"):
+            # A query parameter carries its description itself, beside its schema.
+            bounds.append((param["name"], {**param["schema"], "description": param["description"]}))
+    return bounds
+
+
+async def test_window_bounds_documented(document: JsonObject) -> None:
+    bounds = window_bounds(document)
+
+    assert [name for name, _ in bounds] == ["from_date", "to_date", "from", "to"]
+    for name, schema in bounds:
+        assert schema["type"] == "string", name
+        # date-time alone would declare the dates invalid.
+        assert "format" not in schema, name
+        assert "2026-01-01" in schema["description"], name
+        assert "RFC 3339 date-time with an offset" in schema["description"], name
+        assert schema["example"].startswith("2026-01-"), name
 
 
 async def test_reads_have_no_body(document: JsonObject) -> None:
@@ -180,6 +240,73 @@ async def test_success_responses_documented(document: JsonObject) -> None:
         content = operation["responses"][success[0]].get("content", {})
         assert list(content) == ["application/json"], f"{method} {path}"
         assert "$ref" in content["application/json"]["schema"], f"{method} {path}"
+
+
+async def test_rate_limit_documented(document: JsonObject) -> None:
+    for path, method, operation in operations(document):
+        if not path.startswith("/api/v1/"):
+            continue
+        response = operation["responses"].get("429")
+
+        assert response is not None, f"{method} {path}"
+        assert response["content"][PROBLEM_MEDIA_TYPE]["schema"] == {
+            "$ref": "#/components/schemas/Problem"
+        }, f"{method} {path}"
+        for header in ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+            assert header in response["headers"], f"{method} {path} {header}"
+
+
+def event_body(document: JsonObject) -> JsonObject:
+    callback = document["paths"]["/api/v1/webhooks"]["post"]["callbacks"]["event"]
+    operation = callback["{$request.body#/url}"]["post"]
+    body: JsonObject = operation["requestBody"]["content"]["application/json"]["schema"]
+    return body
+
+
+async def test_webhook_event_callback(document: JsonObject) -> None:
+    body = event_body(document)
+    schemas = document["components"]["schemas"]
+
+    assert body["oneOf"] == [
+        {"$ref": "#/components/schemas/ImportEvent"},
+        {"$ref": "#/components/schemas/WebhookTestEvent"},
+    ]
+    assert body["discriminator"]["propertyName"] == "type"
+    assert set(body["discriminator"]["mapping"]) == {
+        "import.completed",
+        "import.failed",
+        "webhook.test",
+    }
+    assert set(schemas["ImportEvent"]["properties"]) == {"id", "type", "created_at", "data"}
+    assert schemas["ImportEvent"]["properties"]["data"] == {
+        "$ref": "#/components/schemas/ImportJob"
+    }
+    assert schemas["WebhookTestEvent"]["properties"]["data"] == {
+        "$ref": "#/components/schemas/WebhookTestData"
+    }
+
+
+async def test_event_headers_documented(document: JsonObject) -> None:
+    callback = document["paths"]["/api/v1/webhooks"]["post"]["callbacks"]["event"]
+    operation = callback["{$request.body#/url}"]["post"]
+
+    assert parameter_names(operation, "header") == {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+    assert operation["security"] == []
+
+
+async def test_document_same_for_every_app(
+    aiohttp_client: Any, settings: Settings, document: JsonObject
+) -> None:
+    # apispec rewrites the dicts given to @docs in place, so a second application built
+    # in the same process must still get a complete document.
+    again = await aiohttp_client(create_app(settings))
+    response = await again.get("/openapi.json")
+
+    assert await response.json() == document
 
 
 async def test_bearer_security(document: JsonObject) -> None:

@@ -35,7 +35,7 @@ from postfuze_imports.errors import (
     ValidationFailed,
 )
 from postfuze_imports.imports.runner import parse_expiry
-from postfuze_imports.outbound import validate_url
+from postfuze_imports.outbound import UnresolvableHost, resolve_and_check, validate_url
 from postfuze_imports.records import SocialAccount
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,26 @@ async def load_account(request: web.Request, account_id: str) -> SocialAccount:
     return SocialAccount.from_row(row)
 
 
-def _check_base_url(request: web.Request, url: str | None) -> str | None:
+async def _check_base_url(request: web.Request, url: str | None) -> str | None:
+    """Return `url` without a trailing slash, or raise 422 when the outbound guard rejects it.
+
+    A URL from the request is also resolved, and rejected when its host resolves to a
+    non-public address or not at all. The operator's default PDS is configuration, not
+    input, so only its form is checked, and an account without `api_base_url` can be
+    registered while DNS is down.
+    """
     if url is None:
         return None
+    settings = services(request).settings
+    allow_private = settings.allow_private_networks
     try:
-        validate_url(url, allow_private=services(request).settings.allow_private_networks)
+        if url == settings.bluesky_default_pds:
+            validate_url(url, allow_private=allow_private)
+        else:
+            await resolve_and_check(url, allow_private=allow_private)
+    except UnresolvableHost as error:
+        problem = FieldProblem("api_base_url", f"{error}.", "unresolvable_url")
+        raise ValidationFailed([problem]) from None
     except OutboundBlocked as error:
         raise ValidationFailed([FieldProblem("api_base_url", f"{error}.", "blocked_url")]) from None
     return url.rstrip("/")
@@ -116,7 +131,7 @@ async def create_account(request: web.Request) -> web.Response:
     if key.livemode:
         if body["platform"] == "bluesky" and "api_base_url" not in body:
             body["api_base_url"] = services(request).settings.bluesky_default_pds
-        body["api_base_url"] = _check_base_url(request, body.get("api_base_url"))
+        body["api_base_url"] = await _check_base_url(request, body.get("api_base_url"))
     else:
         # Test-mode accounts import from the simulator and never reach a network.
         body["api_base_url"] = None
@@ -171,7 +186,7 @@ async def connect_bluesky(request: web.Request) -> web.Response:
         )
         return json_response(account_payload(account), status=201)
 
-    base_url = _check_base_url(
+    base_url = await _check_base_url(
         request, body.get("api_base_url") or svc.settings.bluesky_default_pds
     )
     assert base_url is not None

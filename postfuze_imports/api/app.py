@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -39,9 +40,19 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 @docs(
     tags=["Operations"],
     summary="Report whether PostgreSQL and Redis are reachable",
+    description=f"Needs no API key. Each check waits at most {HEALTH_TIMEOUT_SECONDS:g} seconds.",
     responses={
         200: {"schema": HealthSchema, "description": "Healthy."},
-        503: {"schema": HealthSchema, "description": "A dependency is unreachable."},
+        503: {
+            "schema": HealthSchema,
+            "description": "A dependency is unreachable, and `checks` names it.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before checking again.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     },
 )
 async def health(request: web.Request) -> web.Response:
@@ -99,7 +110,10 @@ def _tidy_openapi(app: web.Application) -> None:
                         "text/plain": {"schema": {"type": "string"}}
                     }
                 if path.startswith("/api/v1/"):
+                    # The global limit counts every authenticated request, reads included.
+                    operation["responses"].setdefault("429", copy.deepcopy(_RATE_LIMITED_RESPONSE))
                     _document_api_headers(operation)
+    webhooks.document_events(document)
     components = document.setdefault("components", {})
     components["securitySchemes"] = {
         "apiKey": {
@@ -122,6 +136,11 @@ _IDEMPOTENCY_PARAMETER = {
         "first response unchanged for 24 hours; another body with the key is 422."
     ),
     "schema": {"type": "string", "maxLength": 255},
+}
+
+_RATE_LIMITED_RESPONSE = {
+    "description": "Rate limit exceeded (rate_limited); wait for the seconds in Retry-After.",
+    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
 }
 
 _RATE_LIMIT_HEADERS = {

@@ -44,11 +44,22 @@ class Text(fields.String):
     default_error_messages = {"invalid": _NOT_TEXT}  # noqa: RUF012 (marshmallow's API)
 
 
+_BOUND_FORMATS = (
+    "A date (2026-01-01, the whole UTC day) or an RFC 3339 date-time with an offset "
+    "(2026-01-01T09:30:00Z, 2026-01-01T09:30:00+02:00)."
+)
+
+
 class WindowBound(fields.String):
     """A date (`2026-01-01`) or an RFC 3339 date-time with an offset."""
 
-    def __init__(self, *, end: bool, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, end: bool, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        # No OpenAPI `format` is set, because `date-time` would declare dates invalid.
+        given = dict(metadata or {})
+        summary = given.get("description")
+        given["description"] = f"{summary} {_BOUND_FORMATS}" if summary else _BOUND_FORMATS
+        given.setdefault("example", "2026-01-31" if end else "2026-01-01")
+        super().__init__(metadata=given, **kwargs)
         self.end = end
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Bound:
@@ -252,7 +263,17 @@ class PostListSchema(Schema):
 
 
 class HealthSchema(Schema):
-    ok = fields.Boolean()
-    service = fields.String()
-    time = fields.String()
-    checks = fields.Dict(keys=fields.String(), values=fields.String())
+    ok = fields.Boolean(metadata={"description": "true when every check is ok."})
+    service = fields.String(metadata={"example": "postfuze-imports"})
+    version = fields.String(metadata={"description": "The version of the running service."})
+    time = fields.String(metadata={"example": "2026-01-01T12:00:00.000Z"})
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={
+            "description": (
+                'Each dependency (postgres, redis) mapped to "ok", or to "unreachable: " '
+                'and the error type, such as "unreachable: TimeoutError".'
+            )
+        },
+    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import docs, querystring_schema, request_schema
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import ValidationError, fields, validate
 
 from postfuze_imports import queue
@@ -14,16 +17,36 @@ from postfuze_imports.api.auth import requires_scope
 from postfuze_imports.api.context import api_key, services
 from postfuze_imports.api.pagination import decode_cursor, page_body
 from postfuze_imports.api.responses import json_response, timestamp
-from postfuze_imports.api.schemas import PageQuerySchema, StrictSchema, Text
+from postfuze_imports.api.schemas import ImportJobSchema, PageQuerySchema, StrictSchema, Text
 from postfuze_imports.api.validation import coded, parse_body, parse_query
 from postfuze_imports.errors import NotFound
 from postfuze_imports.webhooks import endpoints
-from postfuze_imports.webhooks.records import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from postfuze_imports.webhooks.records import (
+    EVENT_TYPES,
+    IMPORT_COMPLETED,
+    IMPORT_FAILED,
+    WEBHOOK_TEST,
+    DeliveryStatus,
+    DisabledReason,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 
 routes = web.RouteTableDef()
 
 _NOT_BOOLEAN = coded("Must be true or false.", "invalid_type")
 _NO_EVENTS = coded("Give at least one event type.", "invalid_length")
+_LONG_DESCRIPTION = coded(
+    f"Must be at most {endpoints.MAX_DESCRIPTION_LENGTH} characters.", "invalid_length"
+)
+
+
+def _description() -> Text:
+    return Text(
+        validate=validate.Length(max=endpoints.MAX_DESCRIPTION_LENGTH, error=_LONG_DESCRIPTION),
+        metadata={"description": "A note for people, such as what the receiver does."},
+    )
 
 
 class StrictBoolean(fields.Boolean):
@@ -35,45 +58,100 @@ class StrictBoolean(fields.Boolean):
         return value
 
 
+_EVENTS_DESCRIPTION = "Event types to receive, from: " + ", ".join(EVENT_TYPES) + "."
+
+
 class CreateEndpointSchema(StrictSchema):
-    url = Text(required=True, metadata={"description": "https URL that receives events."})
-    events = fields.List(
-        Text(), required=True, validate=validate.Length(min=1, max=20, error=_NO_EVENTS)
+    url = Text(
+        required=True,
+        metadata={
+            "description": (
+                "The https URL that receives events. Its host must resolve only to public "
+                "addresses."
+            ),
+            "example": "https://hooks.example.com/postfuze",
+        },
     )
-    description = Text()
+    events = fields.List(
+        Text(metadata={"enum": list(EVENT_TYPES)}),
+        required=True,
+        validate=validate.Length(min=1, max=20, error=_NO_EVENTS),
+        metadata={"description": _EVENTS_DESCRIPTION},
+    )
+    description = _description()
     signing_secret = Text(metadata={"description": "whsec_ + base64; generated when omitted."})
 
 
 class UpdateEndpointSchema(StrictSchema):
-    url = Text()
-    events = fields.List(Text(), validate=validate.Length(min=1, max=20, error=_NO_EVENTS))
-    description = Text()
-    enabled = StrictBoolean()
+    url = Text(metadata={"description": "As in the request that created the endpoint."})
+    events = fields.List(
+        Text(metadata={"enum": list(EVENT_TYPES)}),
+        validate=validate.Length(min=1, max=20, error=_NO_EVENTS),
+        metadata={"description": _EVENTS_DESCRIPTION},
+    )
+    description = _description()
+    enabled = StrictBoolean(
+        metadata={
+            "description": "false cancels pending deliveries, and true clears disabled_reason."
+        }
+    )
+
+
+# --- Responses (documentation) ---------------------------------------------------------
 
 
 class EndpointSchema(StrictSchema):
-    id = fields.String()
+    id = fields.String(metadata={"example": "we_3c2b1a09d4e5f60718293a4b"})
     url = fields.String()
     description = fields.String(allow_none=True)
-    events = fields.List(fields.String())
+    events = fields.List(fields.String(metadata={"enum": list(EVENT_TYPES)}))
     enabled = fields.Boolean()
-    disabled_reason = fields.String(allow_none=True)
+    disabled_reason = fields.String(
+        allow_none=True, metadata={"enum": [reason.value for reason in DisabledReason]}
+    )
     created_at = fields.String()
     updated_at = fields.String()
     livemode = fields.Boolean()
-    signing_secret = fields.String(metadata={"description": "Only in the response to POST."})
+
+
+class CreatedEndpointSchema(EndpointSchema):
+    signing_secret = fields.String(
+        metadata={"description": "Sent only in this response. Store it to verify signatures."}
+    )
+
+
+class DeliveryAttemptSchema(StrictSchema):
+    attempt_number = fields.Integer(metadata={"description": "1 for the first request."})
+    attempted_at = fields.String()
+    status_code = fields.Integer(
+        allow_none=True,
+        metadata={"description": "null when no response arrived (timeout, connection error)."},
+    )
+    duration_ms = fields.Integer()
+    error = fields.String(allow_none=True)
+    response_excerpt = fields.String(
+        allow_none=True,
+        metadata={"description": "At most the first 1 KiB of the response body."},
+    )
 
 
 class DeliverySchema(StrictSchema):
-    id = fields.String()
-    event_id = fields.String()
-    event_type = fields.String()
-    status = fields.String()
+    id = fields.String(metadata={"example": "wd_3c2b1a09d4e5f60718293a4b"})
+    event_id = fields.String(metadata={"description": "The webhook-id header of every attempt."})
+    event_type = fields.String(metadata={"enum": list(EVENT_TYPES)})
+    endpoint_id = fields.String()
+    status = fields.String(metadata={"enum": [status.value for status in DeliveryStatus]})
     attempt_count = fields.Integer()
-    next_attempt_at = fields.String(allow_none=True)
+    next_attempt_at = fields.String(
+        allow_none=True, metadata={"description": "When a pending delivery is due."}
+    )
+    last_attempt_at = fields.String(allow_none=True)
     last_status_code = fields.Integer(allow_none=True)
     last_error = fields.String(allow_none=True)
-    attempts = fields.List(fields.Dict())
+    attempts = fields.List(
+        fields.Nested(DeliveryAttemptSchema),
+        metadata={"description": "Every request sent for this delivery, oldest first."},
+    )
     created_at = fields.String()
 
 
@@ -85,6 +163,24 @@ class EndpointListSchema(StrictSchema):
 class DeliveryListSchema(StrictSchema):
     data = fields.List(fields.Nested(DeliverySchema))
     next_cursor = fields.String(allow_none=True)
+
+
+class ImportEventSchema(StrictSchema):
+    id = fields.String(metadata={"example": "evt_3c2b1a09d4e5f60718293a4b"})
+    type = fields.String(metadata={"enum": [IMPORT_COMPLETED, IMPORT_FAILED]})
+    created_at = fields.String(metadata={"example": "2026-01-01T12:00:00.000Z"})
+    data = fields.Nested(ImportJobSchema)
+
+
+class WebhookTestDataSchema(StrictSchema):
+    webhook_endpoint_id = fields.String(metadata={"example": "we_3c2b1a09d4e5f60718293a4b"})
+
+
+class WebhookTestEventSchema(StrictSchema):
+    id = fields.String(metadata={"example": "evt_3c2b1a09d4e5f60718293a4b"})
+    type = fields.String(metadata={"enum": [WEBHOOK_TEST]})
+    created_at = fields.String(metadata={"example": "2026-01-01T12:00:00.000Z"})
+    data = fields.Nested(WebhookTestDataSchema)
 
 
 def endpoint_payload(endpoint: WebhookEndpoint) -> dict[str, Any]:
@@ -133,17 +229,122 @@ def _not_found(endpoint_id: str) -> NotFound:
     return NotFound(f"webhook endpoint {endpoint_id!r} was not found")
 
 
+_EVENT_SCHEMAS = (ImportEventSchema, WebhookTestEventSchema)
+_COMPONENTS = "#/components/schemas/"
+
+_EVENT_BODY = {
+    "oneOf": [
+        {"$ref": _COMPONENTS + "ImportEvent"},
+        {"$ref": _COMPONENTS + "WebhookTestEvent"},
+    ],
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {
+            IMPORT_COMPLETED: _COMPONENTS + "ImportEvent",
+            IMPORT_FAILED: _COMPONENTS + "ImportEvent",
+            WEBHOOK_TEST: _COMPONENTS + "WebhookTestEvent",
+        },
+    },
+}
+
+_SIGNATURE_DESCRIPTION = (
+    "`v1,` + base64(HMAC-SHA256(key, `{webhook-id}.{webhook-timestamp}.{body}`)), where "
+    "the key is the base64-decoded part of the signing secret after `whsec_`."
+)
+
+_RETRY_DESCRIPTION = (
+    "Any other status, a redirect, a timeout or a connection error is retried after 5 s, "
+    "5 min, 30 min, 2 h, 5 h, 10 h and 10 h (±20 % jitter). The Retry-After header of a "
+    "429 or 503 replaces the next wait. An endpoint whose deliveries all fail for 5 days "
+    "is disabled."
+)
+
+
+def _event_header(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+# The request this service sends to an endpoint's URL, as an OpenAPI 3.0 callback.
+_EVENT_CALLBACK = {
+    "event": {
+        "{$request.body#/url}": {
+            "post": {
+                "summary": "An event sent to the endpoint",
+                "description": (
+                    "Signed as in the Standard Webhooks specification. Verify "
+                    "`webhook-signature` over the exact bytes received before parsing the body."
+                ),
+                "security": [],
+                "parameters": [
+                    _event_header(
+                        "webhook-id", "The event id (evt_…), the same on every retry of the event."
+                    ),
+                    _event_header("webhook-timestamp", "Unix time in seconds of this attempt."),
+                    _event_header("webhook-signature", _SIGNATURE_DESCRIPTION),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _EVENT_BODY}},
+                },
+                "responses": {
+                    "2XX": {
+                        "description": (
+                            "Received. Any 2xx within the delivery timeout (15 seconds by "
+                            "default) ends the delivery."
+                        )
+                    },
+                    "410": {"description": "Gone: the endpoint is disabled."},
+                    "default": {"description": _RETRY_DESCRIPTION},
+                },
+            }
+        }
+    }
+}
+
+
+def document_events(document: dict[str, Any]) -> None:
+    """Add the event callback to POST /api/v1/webhooks and the event schemas to components.
+
+    The callback is added to the generated document rather than declared in `@docs`,
+    because apispec rewrites the dicts given to `@docs` in place. After the first
+    application was built, a callback there would hold `$ref`s instead of schema
+    classes, and later applications would lack the components it references.
+    """
+    spec = APISpec(
+        title="events", version="1", openapi_version="3.0.3", plugins=[MarshmallowPlugin()]
+    )
+    for schema in _EVENT_SCHEMAS:
+        spec.components.schema(schema.__name__.removesuffix("Schema"), schema=schema)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name, converted in spec.to_dict()["components"]["schemas"].items():
+        schemas.setdefault(name, converted)
+    operation = document["paths"]["/api/v1/webhooks"]["post"]
+    operation["callbacks"] = copy.deepcopy(_EVENT_CALLBACK)
+
+
 @docs(
     tags=["Webhooks"],
     summary="Create a webhook endpoint; the signing secret is shown only here",
+    description=(
+        "The service sends `import.completed` and `import.failed` events to the endpoint "
+        "when they are subscribed to, and `webhook.test` on request. The `event` callback "
+        "documents the request: its headers and its JSON body, an `ImportEvent` or a "
+        "`WebhookTestEvent`."
+    ),
     responses={
-        201: {"schema": EndpointSchema, "description": "The endpoint and its secret."},
+        201: {"schema": CreatedEndpointSchema, "description": "The endpoint and its secret."},
         **responses.UNAUTHORIZED,
         **responses.INVALID,
         **responses.WRITE,
     },
 )
-@request_schema(CreateEndpointSchema)
+@request_schema(CreateEndpointSchema, required=True)
 @routes.post("/api/v1/webhooks")
 @requires_scope("webhooks:write")
 async def create_endpoint(request: web.Request) -> web.Response:
@@ -234,7 +435,7 @@ async def get_endpoint(request: web.Request) -> web.Response:
         **responses.WRITE,
     },
 )
-@request_schema(UpdateEndpointSchema)
+@request_schema(UpdateEndpointSchema, required=False)
 @routes.patch("/api/v1/webhooks/{endpoint_id}")
 @requires_scope("webhooks:write")
 async def update_endpoint(request: web.Request) -> web.Response:

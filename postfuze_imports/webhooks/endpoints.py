@@ -17,7 +17,7 @@ from uuid import UUID
 from postfuze_imports.crypto import Secrets
 from postfuze_imports.db import Connection, Pool, Record, q
 from postfuze_imports.errors import Conflict, FieldProblem, OutboundBlocked, ValidationFailed
-from postfuze_imports.outbound import validate_url
+from postfuze_imports.outbound import UnresolvableHost, resolve_and_check
 from postfuze_imports.settings import Settings
 from postfuze_imports.webhooks import events as webhook_events
 from postfuze_imports.webhooks.records import (
@@ -59,7 +59,7 @@ def _returned(row: Record | None, query: str) -> Record:
     return row
 
 
-def _url_problems(url: str, settings: Settings) -> list[FieldProblem]:
+async def _url_problems(url: str, settings: Settings) -> list[FieldProblem]:
     if len(url) > MAX_URL_LENGTH:
         return [
             FieldProblem(
@@ -67,7 +67,9 @@ def _url_problems(url: str, settings: Settings) -> list[FieldProblem]:
             )
         ]
     try:
-        validate_url(url, allow_private=settings.allow_private_networks)
+        await resolve_and_check(url, allow_private=settings.allow_private_networks)
+    except UnresolvableHost as error:
+        return [FieldProblem("url", f"{error}.", "unresolvable_url")]
     except OutboundBlocked as error:
         return [FieldProblem("url", f"{error}.", "blocked_url")]
     return []
@@ -113,11 +115,11 @@ async def create(
 ) -> CreatedEndpoint:
     """Create an enabled endpoint; generate its signing secret unless one is given.
 
-    The URL must pass the outbound guard's checks (`https`, no userinfo, no private IP
-    literal, unless `settings.allow_private_networks`). Host names are checked again
-    each time a delivery connects.
+    The URL must pass the outbound guard's checks (`https`, no userinfo, a host name that
+    resolves only to public addresses, unless `settings.allow_private_networks`). Host
+    names are checked again each time a delivery connects.
     """
-    problems = _url_problems(url, settings) + _events_problems(events)
+    problems = await _url_problems(url, settings) + _events_problems(events)
     problems += _description_problems(description)
     if signing_secret is not None:
         try:
@@ -196,7 +198,7 @@ async def update(
     Disabling an endpoint cancels its pending deliveries. Enabling a disabled one clears
     `disabled_reason` and `failing_since`; deliveries that ended meanwhile stay ended.
     """
-    problems = [] if url is None else _url_problems(url, settings)
+    problems = [] if url is None else await _url_problems(url, settings)
     problems += [] if events is None else _events_problems(events)
     problems += _description_problems(description)
     if problems:
