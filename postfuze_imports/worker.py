@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import timedelta
@@ -21,6 +22,7 @@ from postfuze_imports.outbound import create_client_session
 from postfuze_imports.providers import ProviderRegistry
 from postfuze_imports.settings import Settings
 from postfuze_imports.webhooks.dispatcher import Dispatcher
+from postfuze_imports.webhooks.listener import DeliveryListener
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,20 @@ async def startup(ctx: dict[str, Any]) -> None:
         on_finish=record_import_finished,
         wakers=Wakers(wake_import=wake_import, wake_dispatcher=wake_dispatcher),
     )
-    ctx["dispatcher"] = Dispatcher.create(pool, settings)
+    dispatcher = Dispatcher.create(pool, settings)
+    listener = DeliveryListener(settings.database_url, dispatcher, batch=DISPATCH_BATCH)
+    await listener.start()
+    ctx["dispatcher"] = dispatcher
+    ctx["listener"] = listener
     log.info(
         "worker started (version %s, %d jobs at once)", __version__, settings.worker_concurrency
     )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    listener: DeliveryListener | None = ctx.get("listener")
+    if listener is not None:
+        await listener.close()
     dispatcher: Dispatcher | None = ctx.get("dispatcher")
     if dispatcher is not None:
         await dispatcher.close()
@@ -112,6 +121,8 @@ async def sweep(ctx: dict[str, Any]) -> None:
         if rows:
             log.info("sweep woke %d due imports", len(rows), extra={"woken": len(rows)})
     await queue.wake_dispatcher(redis)
+    listener: DeliveryListener = ctx["listener"]
+    await listener.ensure_listening()
     deleted = await pool.execute(db.q("delete_expired_idempotency_keys"), SWEEP_BATCH)
     if deleted != "DELETE 0":
         log.info("sweep deleted expired idempotency keys: %s", deleted)
@@ -169,6 +180,11 @@ def run(settings: Settings) -> None:
         started = time.monotonic()
         try:
             Worker(**worker_settings(settings)).run()
+            return
+        except asyncio.CancelledError:
+            # arq 0.28 lets the cancellation of jobs running at shutdown escape; their
+            # leases were released, so this is a normal stop.
+            log.info("worker stopped while jobs were running; they were handed back")
             return
         except (RedisError, OSError) as error:
             if time.monotonic() - started > RESTART_MAX_DELAY_SECONDS:

@@ -153,3 +153,35 @@ async def test_other_org_endpoint_not_found(
     response = await client.get(f"/api/v1/webhooks/{endpoint['id']}", headers=other_org.test)
 
     assert response.status == 404
+
+
+async def test_listener_sends_without_wakeup(
+    client: Client, org: Org, receiver: Receiver, pool: Any, start_worker: Any
+) -> None:
+    from postfuze_imports.webhooks import events
+
+    await subscribe(client, org, receiver)
+    # A sweep far apart, so only the notification at commit can start the delivery soon.
+    worker = start_worker({"POSTFUZE_SWEEP_INTERVAL_SECONDS": "59"})
+
+    async def swept() -> bool:
+        # arq logs "← name" when a job ends: here the startup sweep and the dispatcher
+        # run it woke, after which nothing wakes the dispatcher for a minute.
+        log = worker.log_text()
+        return "← sweep" in log and "← dispatch_webhooks" in log
+
+    await wait_for(swept, timeout=30, message="the worker's first sweep")
+    async with pool.acquire() as connection, connection.transaction():
+        await events.record_event(
+            connection,
+            organization_id=org.id,
+            livemode=False,
+            event_type="import.completed",
+            data={"id": "imp_listener"},
+        )
+
+    async def arrived() -> bool:
+        return bool(receiver.events)
+
+    await wait_for(arrived, timeout=5, message="the event sent on notification")
+    assert receiver.events[0]["data"] == {"id": "imp_listener"}

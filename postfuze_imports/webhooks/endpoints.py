@@ -284,6 +284,7 @@ async def send_test(
             data={"webhook_endpoint_id": endpoint_id},
             endpoint_ids=[endpoint_id],
         )
+        await webhook_events.notify_new_deliveries(connection)
         delivery = await connection.fetchrow(
             q("get_webhook_delivery"), endpoint_id, delivery_ids[0]
         )
@@ -380,6 +381,7 @@ async def retry_delivery(
             await connection.execute(
                 q("insert_webhook_deliveries"), [target_id], row["event_id"], [endpoint_id], now
             )
+        await webhook_events.notify_new_deliveries(connection)
         delivery = await connection.fetchrow(q("get_webhook_delivery"), endpoint_id, target_id)
         attempts = await _attempts_of(connection, [target_id])
     log.info(

@@ -20,6 +20,14 @@ from postfuze_imports.webhooks.records import new_id
 
 log = logging.getLogger(__name__)
 
+# Workers LISTEN on this channel to send new deliveries at once (see listener.py).
+NOTIFY_CHANNEL = "postfuze_webhook_deliveries"
+
+
+async def notify_new_deliveries(connection: Connection) -> None:
+    """Tell listening workers that deliveries are due; PostgreSQL sends it at commit."""
+    await connection.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+
 
 def format_timestamp(value: datetime) -> str:
     """Format an instant as the API does: UTC, milliseconds and `Z`."""
@@ -66,6 +74,8 @@ async def record_event(
         data=data,
         endpoint_ids=endpoint_ids,
     )
+    if endpoint_ids:
+        await notify_new_deliveries(connection)
     log.info(
         "recorded webhook event %s (%s) for %d endpoints",
         event_id,
