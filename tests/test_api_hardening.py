@@ -108,3 +108,15 @@ async def test_live_unsupported_platform_import(client: Client, org: Org) -> Non
     errors = await read_validation(response)
     assert field_codes(errors) == [(None, "unsupported_platform")]
     assert "test mode" in errors[0]["message"]
+
+
+async def test_unknown_field_suggests_name(client: Client, org: Org) -> None:
+    account = await create_account(client, org.test)
+
+    response = await client.post(
+        imports_url(account["id"]), json={"fromDate": "2026-01-01"}, headers=org.test
+    )
+
+    errors = await read_validation(response)
+    assert field_codes(errors) == [("fromDate", "unknown_field")]
+    assert "Did you mean 'from_date'?" in errors[0]["message"]

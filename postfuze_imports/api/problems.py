@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from postfuze_imports.api.context import REQUEST_ID
-from postfuze_imports.api.validation import has_unstorable_text
+from postfuze_imports.api.validation import MAX_BODY_BYTES, has_unstorable_text
 from postfuze_imports.errors import ApiError, BadRequest, ValidationFailed
 from postfuze_imports.logs import request_id_var
 
@@ -76,7 +76,10 @@ _DATABASE_UNAVAILABLE = (
 _HTTP_CODES = {
     404: ("not_found", "no route matches this path; see /docs for the API"),
     405: ("method_not_allowed", "this path does not accept the {method} method"),
-    413: ("payload_too_large", "the request body is larger than the limit"),
+    413: (
+        "payload_too_large",
+        f"the request body is larger than the limit of {MAX_BODY_BYTES} bytes",
+    ),
 }
 
 

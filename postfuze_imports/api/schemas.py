@@ -88,7 +88,19 @@ class StrictSchema(Schema):
 class CredentialsSchema(StrictSchema):
     access_token = Text(required=True, validate=_name(8192))
     refresh_token = Text(validate=_name(8192))
-    token_expires_at = fields.AwareDateTime(format="iso", default_timezone=None)
+    token_expires_at = fields.AwareDateTime(
+        format="iso",
+        default_timezone=None,
+        error_messages={
+            "invalid": coded(
+                "Must be an RFC 3339 date-time with an offset, such as 2026-07-01T00:00:00Z.",
+                "invalid_format",
+            ),
+            "invalid_awareness": coded(
+                "Needs a UTC offset, such as Z or +02:00.", "invalid_format"
+            ),
+        },
+    )
 
 
 class CreateAccountSchema(StrictSchema):

@@ -6,6 +6,7 @@ each with the dotted JSON path of the field and a stable code.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -73,6 +74,33 @@ def _flatten(messages: Any, path: str | None, out: list[FieldProblem]) -> None:
     else:
         text = str(messages)
         out.append(FieldProblem(field=path, message=text, code=_code_for(text)))
+
+
+def _field_names(schema: Schema, path: str | None) -> list[str]:
+    """Return the JSON names of the fields at a dotted path of a schema."""
+    current: Schema = schema
+    for part in path.split(".") if path else []:
+        field = next((f for f in current.fields.values() if (f.data_key or f.name) == part), None)
+        nested = getattr(field, "schema", None)
+        if not isinstance(nested, Schema):
+            return []
+        current = nested
+    return [field.data_key or field.name or "" for field in current.fields.values()]
+
+
+def suggest_fields(problems: list[FieldProblem], schema: Schema) -> list[FieldProblem]:
+    """Add the closest known field name to each unknown-field problem."""
+    result = []
+    for problem in problems:
+        if problem.code == "unknown_field" and problem.field:
+            parent, _, name = problem.field.rpartition(".")
+            known = _field_names(schema, parent or None)
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            listing = f" Known fields: {', '.join(sorted(known))}." if known else ""
+            problem = FieldProblem(problem.field, f"Unknown field.{hint}{listing}", problem.code)
+        result.append(problem)
+    return result
 
 
 def problems_from(error: ValidationError) -> list[FieldProblem]:
@@ -148,7 +176,7 @@ def load(schema: Schema, document: Mapping[str, Any]) -> dict[str, Any]:
     try:
         result: dict[str, Any] = schema.load(_drop_nulls(document))
     except ValidationError as error:
-        raise ValidationFailed(problems_from(error)) from None
+        raise ValidationFailed(suggest_fields(problems_from(error), schema)) from None
     return result
 
 
@@ -209,7 +237,7 @@ def parse_query(request: web.Request, schema: Schema) -> dict[str, Any]:
     try:
         result: dict[str, Any] = schema.load({k: v for k, v in document.items() if v != ""})
     except ValidationError as error:
-        problems.extend(problems_from(error))
+        problems.extend(suggest_fields(problems_from(error), schema))
         result = {}
     if problems:
         raise ValidationFailed(problems, detail="the query string has invalid parameters")
