@@ -120,3 +120,43 @@ async def test_unknown_field_suggests_name(client: Client, org: Org) -> None:
     errors = await read_validation(response)
     assert field_codes(errors) == [("fromDate", "unknown_field")]
     assert "Did you mean 'from_date'?" in errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"to_date": "9999-12-31"},
+        {"from_date": "0001-01-01T00:00:00+02:00"},
+        {"from_date": "1899-12-31"},
+    ],
+)
+async def test_window_outside_range_rejected(
+    client: Client, org: Org, body: dict[str, str]
+) -> None:
+    account = await create_account(client, org.test)
+
+    response = await client.post(imports_url(account["id"]), json=body, headers=org.test)
+
+    errors = await read_validation(response)
+    assert [code for _, code in field_codes(errors)] == ["invalid_format"]
+    assert "between 1900-01-01 and 9999-12-30" in errors[0]["message"]
+
+
+async def test_token_expiry_outside_range_rejected(client: Client, org: Org) -> None:
+    body = account_body("range")
+    body["credentials"] = {"access_token": "t", "token_expires_at": "0001-01-01T00:00:00+02:00"}
+
+    response = await client.post(ACCOUNTS, json=body, headers=org.test)
+
+    errors = await read_validation(response)
+    assert field_codes(errors) == [("credentials.token_expires_at", "out_of_range")]
+
+
+async def test_timestamps_keep_four_digit_year(client: Client, org: Org) -> None:
+    account = await create_account(client, org.test)
+
+    job = await create_import(
+        client, org.test, account["id"], {"from_date": "1900-05-08T07:32:52.5+00:00"}
+    )
+
+    assert job["from_date"] == "1900-05-08T07:32:52.500Z"

@@ -113,6 +113,12 @@ def _tidy_openapi(app: web.Application) -> None:
                     # The global limit counts every authenticated request, reads included.
                     operation["responses"].setdefault("429", copy.deepcopy(_RATE_LIMITED_RESPONSE))
                     _document_api_headers(operation)
+        post = path_item.get("post")
+        if isinstance(post, dict) and path.startswith("/api/v1/"):
+            # An invalid Idempotency-Key is a 422 on every POST, before the route's checks.
+            post["responses"].setdefault("422", copy.deepcopy(_INVALID_RESPONSE))
+            if path.endswith("/retry"):
+                post["responses"].setdefault("409", copy.deepcopy(_DISABLED_RESPONSE))
     webhooks.document_events(document)
     components = document.setdefault("components", {})
     components["securitySchemes"] = {
@@ -135,11 +141,21 @@ _IDEMPOTENCY_PARAMETER = {
         "Up to 255 visible ASCII characters. A retry with the same key and body returns the "
         "first response unchanged for 24 hours; another body with the key is 422."
     ),
-    "schema": {"type": "string", "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
 
 _RATE_LIMITED_RESPONSE = {
     "description": "Rate limit exceeded (rate_limited); wait for the seconds in Retry-After.",
+    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+}
+
+_INVALID_RESPONSE = {
+    "description": "Validation failed (validation_failed), for example an invalid Idempotency-Key.",
+    "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+}
+
+_DISABLED_RESPONSE = {
+    "description": "The webhook endpoint is disabled (conflict); enable it first.",
     "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
 }
 

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from postfuze_imports.api.validation import coded
-from postfuze_imports.imports.window import Bound, parse_bound
+from postfuze_imports.imports.window import EARLIEST, LATEST, Bound, parse_bound
 from postfuze_imports.records import PLATFORMS
 
 _NOT_INTEGER = coded("Must be a JSON integer.", "invalid_type")
@@ -100,6 +100,11 @@ class CredentialsSchema(StrictSchema):
                 "Needs a UTC offset, such as Z or +02:00.", "invalid_format"
             ),
         },
+        validate=validate.Range(
+            min=EARLIEST,
+            max=LATEST,
+            error=coded("Must be between 1900-01-01 and 9999-12-30 (UTC).", "out_of_range"),
+        ),
     )
 
 
@@ -149,7 +154,15 @@ class PageQuerySchema(StrictSchema):
     limit = QueryInteger(
         load_default=25, validate=validate.Range(min=1, max=100, error=_PAGE_RANGE)
     )
-    cursor = Text(validate=_name(1024))
+    # A malformed cursor is a 400 invalid_cursor like a tampered one, so the pattern is
+    # documented here and checked with the signature.
+    cursor = Text(
+        validate=_name(1024),
+        metadata={
+            "description": "next_cursor of the previous page, unchanged.",
+            "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        },
+    )
 
 
 class AccountListQuerySchema(PageQuerySchema):

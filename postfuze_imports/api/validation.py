@@ -190,6 +190,9 @@ _UNSTORABLE = coded(
 )
 
 
+_EMPTY_PARAMETER = coded("Must not be empty; leave the parameter out instead.", "empty")
+
+
 def has_unstorable_text(text: str) -> bool:
     """Tell whether PostgreSQL would reject the text: it stores no NUL and only valid UTF-8."""
     if "\x00" in text:
@@ -233,9 +236,13 @@ def parse_query(request: web.Request, schema: Schema) -> dict[str, Any]:
         if has_unstorable_text(key) or has_unstorable_text(values[0]):
             problems.append(FieldProblem(key, _UNSTORABLE, "invalid_characters"))
             continue
+        if values[0] == "":
+            # An empty filter would silently match everything, as if it were absent.
+            problems.append(FieldProblem(key, _EMPTY_PARAMETER, "empty"))
+            continue
         document[key] = values[0]
     try:
-        result: dict[str, Any] = schema.load({k: v for k, v in document.items() if v != ""})
+        result: dict[str, Any] = schema.load(document)
     except ValidationError as error:
         problems.extend(suggest_fields(problems_from(error), schema))
         result = {}

@@ -184,7 +184,9 @@ class JobRunner:
             await self._retry_or_fail(job, token, str(error))
         except ProviderError as error:
             await self._finish_if_leased(job, token, JobStatus.FAILED, str(error))
-        except (asyncpg.PostgresError, OSError, ValueError) as error:
+        except Exception as error:
+            # A bug or an unexpected answer: retried like a network failure, so it ends
+            # the job after MAX_RETRIES instead of counting as a worker crash.
             log.exception("import %s hit an unexpected error", job.id, extra=ids)
             await self._retry_or_fail(job, token, f"internal error ({type(error).__name__})")
 

@@ -22,11 +22,16 @@ class Bound:
     is_date: bool
 
 
+# The instants a window may name. PostgreSQL stores Python's datetime.min and max as
+# -infinity and infinity, and social networks hold nothing from before 1900.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
+_RANGE_MESSAGE = "must be between 1900-01-01 and 9999-12-30 (UTC)"
+
+
 def format_timestamp(value: datetime) -> str:
-    """Format an instant as the API does: UTC, milliseconds, `Z`."""
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
+    """Format an instant as the API does: UTC, milliseconds, `Z`, a four-digit year."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_bound(text: str, *, end: bool) -> Bound:
@@ -35,6 +40,16 @@ def parse_bound(text: str, *, end: bool) -> Bound:
     A date stands for the whole UTC day: as a start it is the day's first instant, as an
     end its last microsecond, so the end is inclusive through the end of that day.
     """
+    try:
+        bound = _parse(text, end=end)
+    except OverflowError:
+        raise ValueError(_RANGE_MESSAGE) from None
+    if not EARLIEST <= bound.instant <= LATEST:
+        raise ValueError(_RANGE_MESSAGE)
+    return bound
+
+
+def _parse(text: str, *, end: bool) -> Bound:
     if _DATE.match(text):
         day = date.fromisoformat(text)
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)

@@ -30,9 +30,8 @@ async def notify_new_deliveries(connection: Connection) -> None:
 
 
 def format_timestamp(value: datetime) -> str:
-    """Format an instant as the API does: UTC, milliseconds and `Z`."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    """Format an instant as the API does: UTC, milliseconds, `Z`, a four-digit year."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def serialize_body(event_id: str, event_type: str, created_at: datetime, data: Any) -> str:
