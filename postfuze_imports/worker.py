@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import timedelta
 from typing import Any
 
 import aiohttp
-from arq import cron, func
+import asyncpg
+from arq import func
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 SWEEP_MAX_QUEUED = 1000
 SWEEP_BATCH = 200
 DISPATCH_BATCH = 500
+# Seconds after which a queue entry still marked in progress counts as abandoned.
+ABANDONED_AFTER_SECONDS = 120
 # Backoff of worker restarts after Redis became unreachable, in seconds.
 RESTART_FIRST_DELAY_SECONDS = 1.0
 RESTART_MAX_DELAY_SECONDS = 30.0
@@ -68,12 +73,20 @@ async def startup(ctx: dict[str, Any]) -> None:
     await listener.start()
     ctx["dispatcher"] = dispatcher
     ctx["listener"] = listener
+    # The sweep runs beside arq, not as an arq cron job: a cron job waits in the same
+    # queue that abandoned entries can clog, and the sweep is what clears them.
+    ctx["sweeper"] = asyncio.create_task(_sweep_forever(ctx), name="sweep")
     log.info(
         "worker started (version %s, %d jobs at once)", __version__, settings.worker_concurrency
     )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    sweeper: asyncio.Task[None] | None = ctx.get("sweeper")
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     listener: DeliveryListener | None = ctx.get("listener")
     if listener is not None:
         await listener.close()
@@ -105,6 +118,18 @@ async def dispatch_webhooks(ctx: dict[str, Any]) -> None:
         pass
 
 
+async def _sweep_forever(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    while True:
+        try:
+            await sweep(ctx)
+        except (RedisError, OSError, asyncpg.PostgresError) as error:
+            log.warning(
+                "sweep failed, trying again in %d s: %s", settings.sweep_interval_seconds, error
+            )
+        await asyncio.sleep(settings.sweep_interval_seconds)
+
+
 async def sweep(ctx: dict[str, Any]) -> None:
     """Wake due imports whose wake-up was lost or whose worker died, and the dispatcher.
 
@@ -113,6 +138,7 @@ async def sweep(ctx: dict[str, Any]) -> None:
     """
     pool: db.Pool = ctx["pool"]
     redis: ArqRedis = ctx["redis"]
+    await prune_abandoned_wakeups(redis)
     queued = await redis.zcard(queue.QUEUE_NAME)
     if queued < SWEEP_MAX_QUEUED:
         rows = await pool.fetch(db.q("due_import_jobs"), SWEEP_BATCH)
@@ -128,9 +154,29 @@ async def sweep(ctx: dict[str, Any]) -> None:
         log.info("sweep deleted expired idempotency keys: %s", deleted)
 
 
+async def prune_abandoned_wakeups(redis: ArqRedis) -> int:
+    """Drop queue entries that a worker took and never finished; return how many.
+
+    arq keeps a taken job in the queue until it ends, so it can run it again after its
+    in-progress key expires (the job timeout plus 10 s). A worker killed mid-job leaves
+    such entries behind, and a worker reads only the oldest 100 entries per poll
+    (arq 0.28, `queue_read_limit`): enough of them hide every newer wake-up for hours.
+    PostgreSQL leases recover the jobs themselves, so these entries are not needed.
+    Removing an entry of a job that is still running does not stop it.
+    """
+    cutoff_ms = (time.time() - ABANDONED_AFTER_SECONDS) * 1000
+    pruned = 0
+    for raw_id in await redis.zrangebyscore(queue.QUEUE_NAME, "-inf", cutoff_ms, start=0, num=1000):
+        job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        if await redis.exists(in_progress_key_prefix + job_id):
+            pruned += await redis.zrem(queue.QUEUE_NAME, job_id)
+    if pruned:
+        log.info("sweep removed %d abandoned wake-ups from the queue", pruned)
+    return pruned
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """Return the keyword arguments of arq's Worker for these settings."""
-    interval = settings.sweep_interval_seconds
     return {
         "functions": [
             # Results are not kept: PostgreSQL holds each job's outcome, and a kept
@@ -151,19 +197,12 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 max_tries=3,
             ),
         ],
-        "cron_jobs": [
-            cron(
-                sweep,
-                name="sweep",
-                second=set(range(0, 60, interval)) if interval < 60 else {0},
-                run_at_startup=True,
-                keep_result=0,
-                unique=False,
-            ),
-        ],
         "queue_name": queue.QUEUE_NAME,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "max_jobs": settings.worker_concurrency + 2,
+        # Entries of killed workers sit at the head of the queue until the sweep prunes
+        # them; reading further keeps newer wake-ups in reach meanwhile.
+        "queue_read_limit": 1000,
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": {"settings": settings},

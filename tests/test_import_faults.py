@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -206,3 +207,30 @@ async def test_redis_restart_loses_no_job(
         assert worker.process.poll() is None, "the worker exited when Redis went away"
     finally:
         worker.stop()
+
+
+async def test_abandoned_wakeups_do_not_stall(
+    client: Client, org: Org, pool: db.Pool, settings: Settings, start_worker: Any
+) -> None:
+    from redis.asyncio import Redis
+
+    from postfuze_imports import queue
+
+    # Wake-ups taken by workers that were killed: still queued, marked in progress, and
+    # older than anything new. More of them than a worker reads per poll (1000).
+    redis = Redis.from_url(settings.redis_url)
+    hour_ago_ms = (time.time() - 3600) * 1000
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in range(1100):
+            job_id = f"run_import:abandoned:{index}"
+            pipe.zadd(queue.QUEUE_NAME, {job_id: hour_ago_ms + index})
+            pipe.set(f"arq:in-progress:{job_id}", b"1", ex=3600)
+        await pipe.execute()
+    await redis.aclose()
+    account = await create_account(client, org, "after-abandoned")
+    job = await start_import(client, org, account["id"], limit=20)
+
+    start_worker()
+    done = await wait_finished(client, org, account["id"], job["id"], timeout=30)
+
+    assert done["status"] == "completed"
