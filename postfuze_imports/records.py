@@ -106,6 +106,7 @@ class ImportJob:
     lease_token: UUID | None
     crash_count: int
     retry_count: int
+    wait_count: int
     checkpoint: dict[str, Any] | None
     cancel_requested_at: datetime | None
 
@@ -133,6 +134,7 @@ class ImportJob:
             lease_token=row["lease_token"],
             crash_count=row["crash_count"],
             retry_count=row["retry_count"],
+            wait_count=row["wait_count"],
             checkpoint=row["checkpoint"],
             cancel_requested_at=row["cancel_requested_at"],
         )

@@ -14,7 +14,11 @@ from aiohttp.test_utils import TestClient
 
 from postfuze_imports import db
 from postfuze_imports.api.app import create_app
+from postfuze_imports.crypto import Secrets
 from postfuze_imports.devstack.stack import free_port, port_is_open, redis_command, wait_for_port
+from postfuze_imports.errors import ProviderRateLimited
+from postfuze_imports.imports.jobs import no_finish_hook
+from postfuze_imports.imports.runner import MAX_RATE_LIMIT_WAITS, JobRunner, Wakers
 from postfuze_imports.settings import Settings
 from tests.conftest import Org
 from tests.support import WorkerProcess, wait_for
@@ -234,3 +238,45 @@ async def test_abandoned_wakeups_do_not_stall(
     done = await wait_finished(client, org, account["id"], job["id"], timeout=30)
 
     assert done["status"] == "completed"
+
+
+class _AlwaysRateLimited:
+    """A network that answers every request with 429 and a short Retry-After."""
+
+    async def fetch(self, account: Any, window: Any, checkpoint: Any) -> Any:
+        raise ProviderRateLimited("429 Too Many Requests", retry_after=0)
+        yield  # makes this an async generator, as Provider.fetch is
+
+
+class _OneProvider:
+    def get(self, platform: str, *, livemode: bool) -> Any:
+        return _AlwaysRateLimited()
+
+
+async def test_endless_rate_limit_fails_job(
+    client: Client, org: Org, pool: db.Pool, settings: Settings
+) -> None:
+    account = await create_account(client, org, "endless-429")
+    job = await start_import(client, org, account["id"], limit=10)
+
+    async def no_wake(*_: Any) -> bool:
+        return False
+
+    runner = JobRunner(
+        pool=pool,
+        settings=settings,
+        secrets=Secrets(settings.secret_key),
+        providers=_OneProvider(),
+        on_finish=no_finish_hook,
+        wakers=Wakers(wake_import=no_wake, wake_dispatcher=no_wake),
+    )
+    for _ in range(MAX_RATE_LIMIT_WAITS + 1):
+        await pool.execute(
+            "UPDATE import_jobs SET run_after = clock_timestamp() WHERE id = $1", job["id"]
+        )
+        assert await runner.run(job["id"]) == job["id"]
+
+    row = await job_row(pool, job["id"])
+    assert row["status"] == "failed"
+    assert row["wait_count"] == MAX_RATE_LIMIT_WAITS
+    assert "asked to wait" in row["error_message"]

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Transient failures in a row (timeouts, 5xx, unexpected errors) before a job fails.
 MAX_RETRIES = 5
+# Rate-limit waits in a row, with no page stored between them, before a job fails.
+MAX_RATE_LIMIT_WAITS = 20
 # Backoff before retry k (1-based) is BASE * 4**(k-1) seconds, with ±20 % jitter:
 # 5 s, 20 s, 80 s, 320 s.
 RETRY_BASE_SECONDS = 5.0
@@ -163,6 +165,17 @@ class JobRunner:
             log.warning("lost the lease of import %s; another worker owns it", job.id, extra=ids)
         except ProviderRateLimited as error:
             delay = max(1.0, error.retry_after)
+            # Read again: a page stored in this run has reset the count.
+            waits = await self.pool.fetchval(q("get_wait_count"), job.id) or 0
+            if waits + 1 > MAX_RATE_LIMIT_WAITS:
+                await self._finish_if_leased(
+                    job,
+                    token,
+                    JobStatus.FAILED,
+                    f"The network asked to wait {waits + 1} times in a row without "
+                    f"returning posts; last answer: {error}",
+                )
+                return
             log.info(
                 "import %s waits %.0f s for the network's rate limit: %s",
                 job.id,
@@ -170,7 +183,7 @@ class JobRunner:
                 error,
                 extra={**ids, "wait_seconds": delay},
             )
-            await self._release(job, token, delay=delay, retry=False)
+            await self._release(job, token, delay=delay, retry=False, wait=True)
         except ProviderAuthError as error:
             await self.pool.execute(q("mark_account_token_expired"), job.social_account_id)
             await self._finish_if_leased(
@@ -340,11 +353,17 @@ class JobRunner:
         await self._release(job, token, delay=delay, retry=True)
 
     async def _release(
-        self, job: ImportJob, token: uuid.UUID, *, delay: float, retry: bool
+        self,
+        job: ImportJob,
+        token: uuid.UUID,
+        *,
+        delay: float,
+        retry: bool,
+        wait: bool = False,
     ) -> None:
         _mark_releasing()
         row = await self.pool.fetchrow(
-            q("release_import_job"), job.id, token, delay, 1 if retry else 0
+            q("release_import_job"), job.id, token, delay, 1 if retry else 0, 1 if wait else 0
         )
         if row is None:
             return

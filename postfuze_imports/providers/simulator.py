@@ -37,7 +37,7 @@ network_unique_id (case-insensitive):
 - `slow`: every page after the first takes one second, as over a slow network, which
   leaves time to watch progress, cancel a running import or stop its worker.
 
-`ratelimit` and `fail` raise at once when the window contains no posts.
+`fail` raises at once when the window contains no posts; `ratelimit` then does not wait.
 """
 
 from __future__ import annotations
@@ -221,7 +221,9 @@ class SimulatorProvider:
                 first_page = False
                 _raise_triggered_failure(triggers, started_fresh=checkpoint is None)
         if first_page:
-            _raise_triggered_failure(triggers, started_fresh=checkpoint is None)
+            # An empty window never asks to wait: with no page there is no checkpoint,
+            # so every run would start fresh and wait again.
+            _raise_triggered_failure(triggers, started_fresh=False)
 
     def _resume_point(self, checkpoint: JsonObject | None) -> tuple[int, datetime]:
         default_anchor = self._anchor or datetime.now(UTC).replace(

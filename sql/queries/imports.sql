@@ -101,6 +101,7 @@ SET imported_count = coalesce(imported_count, 0) + $3,
     fetched_count = fetched_count + $4,
     checkpoint = $5,
     retry_count = 0,
+    wait_count = 0,
     lease_expires_at = clock_timestamp() + make_interval(secs => $6),
     updated_at = clock_timestamp()
 WHERE id = $1 AND lease_token = $2
@@ -116,15 +117,21 @@ RETURNING cancel_requested_at;
 -- name: release_import_job
 -- Gives the job back to the queue until $3 seconds from now (a rate-limit wait or a
 -- retry); the status stays running.
--- $1 job id, $2 lease token, $3 delay in seconds, $4 add to retry_count (0 or 1)
+-- $1 job id, $2 lease token, $3 delay in seconds, $4 add to retry_count (0 or 1),
+-- $5 add to wait_count (0 or 1)
 UPDATE import_jobs
 SET lease_token = NULL,
     lease_expires_at = NULL,
     run_after = clock_timestamp() + make_interval(secs => $3),
     retry_count = retry_count + $4,
+    wait_count = wait_count + $5,
     updated_at = clock_timestamp()
 WHERE id = $1 AND lease_token = $2
 RETURNING *;
+
+-- name: get_wait_count
+-- $1 job id
+SELECT wait_count FROM import_jobs WHERE id = $1;
 
 -- name: finish_import_job
 -- $1 job id, $2 lease token (NULL to finish a job no worker holds), $3 status,
