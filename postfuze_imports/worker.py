@@ -76,12 +76,15 @@ async def startup(ctx: dict[str, Any]) -> None:
     # The sweep runs beside arq, not as an arq cron job: a cron job waits in the same
     # queue that abandoned entries can clog, and the sweep is what clears them.
     ctx["sweeper"] = asyncio.create_task(_sweep_forever(ctx), name="sweep")
+    ctx["started"] = True
     log.info(
         "worker started (version %s, %d jobs at once)", __version__, settings.worker_concurrency
     )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if ctx.pop("started", None) is None:
+        return
     sweeper: asyncio.Task[None] | None = ctx.get("sweeper")
     if sweeper is not None:
         sweeper.cancel()
@@ -217,8 +220,9 @@ def run(settings: Settings) -> None:
     delay = RESTART_FIRST_DELAY_SECONDS
     while True:
         started = time.monotonic()
+        worker = Worker(**worker_settings(settings))
         try:
-            Worker(**worker_settings(settings)).run()
+            worker.run()
             return
         except asyncio.CancelledError:
             # arq 0.28 lets the cancellation of jobs running at shutdown escape; their
@@ -226,6 +230,10 @@ def run(settings: Settings) -> None:
             log.info("worker stopped while jobs were running; they were handed back")
             return
         except (RedisError, OSError) as error:
+            # arq skips on_shutdown when Redis is gone, which would leak the database
+            # pool, the listener and the HTTP sessions of every restart.
+            with contextlib.suppress(Exception):
+                worker.loop.run_until_complete(shutdown(worker.ctx))
             if time.monotonic() - started > RESTART_MAX_DELAY_SECONDS:
                 delay = RESTART_FIRST_DELAY_SECONDS
             log.error(
