@@ -58,7 +58,9 @@ RETENTION_SECONDS = 24 * 60 * 60
 # slowest handler, the Bluesky connect call, makes a few outbound requests that each time
 # out after network_timeout_seconds (30 by default).
 # NOTE: with a network timeout above about 90 seconds, a retry can take over the key of a
-# connect call that is still running.
+# connect call that is still running. The key's response is stored after the handler's
+# own transaction, so a process that dies between the two leaves a created object that
+# a retry after this time creates again.
 ABANDONED_AFTER_SECONDS = 300
 # Claims retried when the key is released or expires between the claim and the lookup.
 CLAIM_ATTEMPTS = 3

@@ -117,6 +117,8 @@ class JobRunner:
             job.limit,
             extra=ids,
         )
+        # NOTE: a lease also expires when PostgreSQL is unreachable for longer than the
+        # lease, so a database outage counts here as a crash of every running job.
         if job.crash_count > self.settings.max_job_crashes:
             await self._finish(
                 job,
