@@ -17,7 +17,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from postfuze_imports.db import queries
-from postfuze_imports.webhooks.events import format_timestamp, serialize_body
+from postfuze_imports.timestamps import format_timestamp
+from postfuze_imports.webhooks.events import serialize_body
 from postfuze_imports.webhooks.schedule import (
     JITTER,
     MAX_ATTEMPTS,

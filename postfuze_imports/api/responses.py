@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from postfuze_imports.api.schemas import ProblemSchema
-from postfuze_imports.imports.window import format_timestamp
 from postfuze_imports.records import SocialAccount
+from postfuze_imports.timestamps import format_optional_timestamp
 
 
 def json_response(
@@ -25,8 +24,7 @@ def json_response(
     )
 
 
-def timestamp(value: datetime | None) -> str | None:
-    return None if value is None else format_timestamp(value)
+timestamp = format_optional_timestamp
 
 
 def account_payload(account: SocialAccount) -> dict[str, Any]:

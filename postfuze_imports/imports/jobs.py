@@ -1,4 +1,4 @@
-"""Import jobs as the API sees them: creation, reading, listing and cancel."""
+"""Import jobs on the API side: creation, reading, listing and cancel."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from uuid import UUID
 
 from postfuze_imports.db import Connection, Pool, q, required
 from postfuze_imports.errors import Conflict
-from postfuze_imports.imports.window import Bound, format_timestamp
+from postfuze_imports.imports.window import Bound
 from postfuze_imports.records import ImportJob, JobStatus, SocialAccount
+from postfuze_imports.timestamps import format_optional_timestamp as timestamp
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,6 @@ def new_job_id() -> str:
 
 def job_payload(job: ImportJob) -> dict[str, Any]:
     """Return the import job object of the API and of webhook events."""
-
-    def timestamp(value: datetime | None) -> str | None:
-        return None if value is None else format_timestamp(value)
 
     return {
         "id": job.id,
@@ -142,7 +140,7 @@ async def cancel_job(
     job_id: str,
     on_finish: FinishHook,
 ) -> ImportJob | None:
-    """Cancel a job: at once when no worker holds it, else at the worker's next page.
+    """Cancel a job: at once when no worker has its lease, else at the worker's next page.
 
     Returns None when the job does not exist for this organization; raises Conflict when
     it has already finished.

@@ -200,7 +200,7 @@ class JobRunner:
         except ProviderError as error:
             await self._finish_if_leased(job, token, JobStatus.FAILED, str(error))
         except Exception as error:
-            # A bug or an unexpected answer: retried like a network failure, so it ends
+            # A bug or an unexpected response: retried like a network failure, so it ends
             # the job after MAX_RETRIES instead of counting as a worker crash.
             log.exception("import %s hit an unexpected error", job.id, extra=ids)
             await self._retry_or_fail(job, token, f"internal error ({type(error).__name__})")

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from postfuze_imports.timestamps import format_timestamp
+
 # RFC 3339 section 5.6 date-time with a mandatory offset; "T" and "Z" in either case.
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATE_TIME = re.compile(
@@ -27,11 +29,6 @@ class Bound:
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC)
 _RANGE_MESSAGE = "must be between 1900-01-01 and 9999-12-30 (UTC)"
-
-
-def format_timestamp(value: datetime) -> str:
-    """Format an instant as the API does: UTC, milliseconds, `Z`, a four-digit year."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_bound(text: str, *, end: bool) -> Bound:

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from postfuze_imports.db import Connection, q
+from postfuze_imports.timestamps import format_timestamp
 from postfuze_imports.webhooks.records import new_id
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,6 @@ NOTIFY_CHANNEL = "postfuze_webhook_deliveries"
 async def notify_new_deliveries(connection: Connection) -> None:
     """Tell listening workers that deliveries are due; PostgreSQL sends it at commit."""
     await connection.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
-
-
-def format_timestamp(value: datetime) -> str:
-    """Format an instant as the API does: UTC, milliseconds, `Z`, a four-digit year."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def serialize_body(event_id: str, event_type: str, created_at: datetime, data: Any) -> str:
