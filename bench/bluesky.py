@@ -1,9 +1,9 @@
 """Import rate from a real Bluesky PDS on 127.0.0.1.
 
 Writes `POSTS` posts with `createdAt` values spread over two years to a local PDS
-account, then runs one import of the 1,000 most recent posts with the worker's job
-runner in this process and reports posts per second between the job's `started_at`
-and `finished_at`. The whole collection is scanned, because record order is not
+account. Then the worker's job runner, in this process, imports the 1,000 most recent
+posts, and the rate is posts per second between the job's `started_at` and
+`finished_at`. The whole collection is scanned, because record order is not
 publication order.
 """
 
@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
+from bench.support import create_database, drop_database
 from postfuze_imports import db
 from postfuze_imports.crypto import Secrets
 from postfuze_imports.devstack.pds import start_pds
 from postfuze_imports.imports.jobs import create_job, no_finish_hook
 from postfuze_imports.imports.runner import JobRunner, Wakers
-from postfuze_imports.migrations import migrate
 from postfuze_imports.outbound import create_client_session
 from postfuze_imports.providers import ProviderRegistry
 from postfuze_imports.providers.bluesky import create_session
@@ -63,13 +62,8 @@ async def run(settings: Settings) -> dict[str, Any]:
 
 
 async def _import(settings: Settings, pds_url: str, app_password: str) -> dict[str, Any]:
-    name = f"postfuze_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = settings.database_url.rsplit("/", 1)[0] + "/" + name
+    dsn = await create_database(settings.database_url)
     try:
-        await migrate(dsn)
         pool = await db.create_pool(dsn, max_size=4)
         secrets = Secrets(settings.secret_key)
         http = create_client_session(allow_private=True, timeout=aiohttp.ClientTimeout(total=30))
@@ -123,6 +117,4 @@ async def _import(settings: Settings, pds_url: str, app_password: str) -> dict[s
             await http.close()
             await pool.close()
     finally:
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(settings.database_url, dsn)

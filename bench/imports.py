@@ -14,12 +14,10 @@ import time
 import uuid
 from typing import Any
 
-import asyncpg
-
+from bench.support import create_database, drop_database
 from postfuze_imports import db
 from postfuze_imports.crypto import Secrets
 from postfuze_imports.imports.jobs import create_job
-from postfuze_imports.migrations import migrate
 from postfuze_imports.records import SocialAccount
 from postfuze_imports.settings import Settings
 
@@ -29,12 +27,7 @@ WORKERS = 2
 
 
 async def run(settings: Settings) -> dict[str, Any]:
-    admin = await asyncpg.connect(settings.database_url)
-    name = f"postfuze_bench_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = settings.database_url.rsplit("/", 1)[0] + "/" + name
-    await migrate(dsn)
+    dsn = await create_database(settings.database_url)
     pool = await db.create_pool(dsn, max_size=4)
     secrets = Secrets(settings.secret_key)
     org_id = uuid.uuid4()
@@ -91,9 +84,7 @@ async def run(settings: Settings) -> dict[str, Any]:
         for worker in workers:
             await asyncio.wait_for(worker.wait(), timeout=30)
         await pool.close()
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(settings.database_url, dsn)
     return {
         "accounts": ACCOUNTS,
         "posts": posts,

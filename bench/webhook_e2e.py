@@ -19,14 +19,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
+from bench.support import create_database, drop_database
 from postfuze_imports import db
 from postfuze_imports.crypto import Secrets
 from postfuze_imports.devstack.stack import free_port
 from postfuze_imports.imports.jobs import create_job
-from postfuze_imports.migrations import migrate
 from postfuze_imports.records import SocialAccount
 from postfuze_imports.settings import Settings
 from postfuze_imports.webhooks import endpoints
@@ -37,18 +36,11 @@ TIME_LIMIT_SECONDS = 300
 
 
 async def run(settings: Settings) -> dict[str, Any]:
-    name = f"postfuze_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(settings.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = settings.database_url.rsplit("/", 1)[0] + "/" + name
+    dsn = await create_database(settings.database_url)
     try:
-        await migrate(dsn)
         return await _measure(settings, dsn)
     finally:
-        admin = await asyncpg.connect(settings.database_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_database(settings.database_url, dsn)
 
 
 async def _measure(settings: Settings, dsn: str) -> dict[str, Any]:
