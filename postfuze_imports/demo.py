@@ -1,8 +1,8 @@
 """`make demo`: the whole flow on one machine against a real, local Bluesky PDS.
 
-Starts a PDS with a demo account holding a few hundred posts, the web server and a
-worker, connects the account through the API, imports its history, and shows the job's
-progress, the finished job, a sample of posts and the webhook that announced the end.
+Starts a PDS with a demo account of a few hundred posts, the web server and a worker.
+Then it connects the account through the API and imports its history. It shows the
+job's progress, the finished job, a sample of posts and the webhook sent at the end.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _demo_posts(count: int) -> list[tuple[str, str]]:
 
 
 async def _wait_delivery_recorded(api: aiohttp.ClientSession, endpoint_id: str) -> None:
-    """Wait until the dispatcher has recorded the delivery the receiver answered."""
+    """Wait until the dispatcher has recorded the result of the delivery that arrived."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         page = await (await api.get(f"/api/v1/webhooks/{endpoint_id}/deliveries")).json()

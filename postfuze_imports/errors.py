@@ -148,7 +148,7 @@ class LeaseLost(PostfuzeError):
 
 
 class ProviderError(PostfuzeError):
-    """A network request failed; subclasses say whether retrying can help."""
+    """A failed network request. Subclasses tell whether retrying can help."""
 
 
 class ProviderRateLimited(ProviderError):

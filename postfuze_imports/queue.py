@@ -1,6 +1,6 @@
 """Wake-ups sent to the workers through arq.
 
-A wake-up only says that work may be due; PostgreSQL holds the work itself. Sending is
+A wake-up only signals that work may be due, because PostgreSQL stores the work itself. Sending is
 best effort: a lost wake-up is found again by the worker's sweep, so a failure here is
 logged and never fails the caller.
 """

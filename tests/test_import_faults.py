@@ -241,7 +241,7 @@ async def test_abandoned_wakeups_do_not_stall(
 
 
 class _AlwaysRateLimited:
-    """A network that answers every request with 429 and a short Retry-After."""
+    """A network that returns 429 with a short Retry-After to every request."""
 
     async def fetch(self, account: Any, window: Any, checkpoint: Any) -> Any:
         raise ProviderRateLimited("429 Too Many Requests", retry_after=0)

@@ -22,7 +22,7 @@ BlueskyConnector = Callable[[aiohttp.ClientSession, str, str, str], Awaitable[di
 
 @dataclass
 class Services:
-    """What the handlers use; created at startup, closed at cleanup."""
+    """Shared clients of the handlers, created at startup and closed at cleanup."""
 
     settings: Settings
     secrets: Secrets

@@ -26,7 +26,7 @@ DATABASE_NAME = "postfuze"
 
 
 def find_stack_dir() -> Path:
-    """Return the folder that holds the private servers' data (git-ignored `.stack`)."""
+    """Return the folder that contains the private servers' data (git-ignored `.stack`)."""
     configured = os.environ.get("POSTFUZE_STACK_DIR")
     if configured:
         return Path(configured).resolve()

@@ -1,6 +1,6 @@
 """The interface every network adapter implements.
 
-An adapter knows nothing of the database, the API or the queue. Given an account's
+An adapter does not use the database, the API or the queue. Given an account's
 credentials, a window and a checkpoint, it yields pages of normalized posts, each with
 the checkpoint to resume after it. The job runner stores each page, its count and its
 checkpoint in one transaction, enforces the job's limit and decides what a raised
@@ -57,7 +57,7 @@ class NormalizedPost:
 
 @dataclass(frozen=True, kw_only=True)
 class Window:
-    """Which posts a job wants: published in [start, end], newest first, at most `limit`.
+    """The posts a job requests: published in [start, end], newest first, at most `limit`.
 
     `start` and `end` are inclusive, timezone-aware and None when open. `limit` counts
     posts the job fetches, whether or not they were already stored.
@@ -92,7 +92,7 @@ CredentialsSaver = Callable[[JsonObject], Awaitable[None]]
 
 @dataclass(frozen=True, kw_only=True)
 class AccountContext:
-    """What an adapter may know of the account it imports from."""
+    """The account details an adapter receives for the account it imports from."""
 
     account_id: str
     platform: str
@@ -105,7 +105,7 @@ class AccountContext:
 
 
 class Provider(Protocol):
-    """A network adapter. One instance serves many jobs and holds no per-job state."""
+    """A network adapter. One instance serves many jobs and keeps no per-job state."""
 
     def fetch(
         self, account: AccountContext, window: Window, checkpoint: JsonObject | None

@@ -221,7 +221,7 @@ class SimulatorProvider:
                 first_page = False
                 _raise_triggered_failure(triggers, started_fresh=checkpoint is None)
         if first_page:
-            # An empty window never asks to wait: with no page there is no checkpoint,
+            # An empty window never raises a rate limit. With no page there is no checkpoint,
             # so every run would start fresh and wait again.
             _raise_triggered_failure(triggers, started_fresh=False)
 

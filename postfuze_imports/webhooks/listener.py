@@ -50,7 +50,7 @@ class DeliveryListener:
             log.warning("could not listen for new webhook deliveries: %s", error)
             self._connection = None
             return
-        # Deliveries may have been written while nobody listened.
+        # Deliveries may have been written while no connection was listening.
         self._wanted.set()
 
     def _on_notification(self, *_: object) -> None:

@@ -3,7 +3,7 @@
 -- name: claim_idempotency_key
 -- Inserts the key as in progress, or takes over a row that has expired or whose request
 -- stopped without completing or releasing it (its process died). Returns no row when a
--- live row holds the key.
+-- live row already owns the key.
 -- $1 organization_id, $2 livemode, $3 key, $4 request_method, $5 request_path,
 -- $6 request_fingerprint, $7 owner_request_id, $8 retention in seconds,
 -- $9 seconds after which an in-progress row counts as abandoned
