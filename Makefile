@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 
 # Evaluates the export lines of the private stack for whatever the environment lacks.
-WITH_STACK = eval "$$($(BIN)/python -m postfuze_imports.devstack env)" &&
+WITH_STACK = stack_env="$$($(BIN)/python -m postfuze_imports.devstack env)" && eval "$$stack_env" &&
 # Stops, on exit, only the servers this command started.
 STOP_STARTED = trap 'if [ -n "$$POSTFUZE_STACK_STARTED" ]; then $(BIN)/python -m postfuze_imports.devstack stop $$POSTFUZE_STACK_STARTED; fi' EXIT;
 

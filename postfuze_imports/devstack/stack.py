@@ -9,6 +9,7 @@ ports chosen at first start and kept for later starts, so URLs stay stable.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -93,8 +94,40 @@ def _package_dir(name: str) -> Path:
     return Path(spec.origin).parent
 
 
+def _closed_to_others(path: Path) -> bool:
+    """Tell whether another user cannot enter `path` because a folder on the way is closed."""
+    return any(
+        parent.exists() and not parent.stat().st_mode & 0o001 for parent in [path, *path.parents]
+    )
+
+
+def _stable_digest(path: Path) -> str:
+    # Python's hash() of a string changes between processes; the folder name must not.
+    return hashlib.sha256(str(path).encode()).hexdigest()[:12]
+
+
+def _pg_install_dir() -> Path:
+    """Return the PostgreSQL binaries, copied where `nobody` can reach them if needed.
+
+    A checkout inside a folder closed to other users (mktemp -d makes mode 0700) hides
+    the virtual environment, and so the binaries, from the account PostgreSQL runs
+    under as root. The copy is made once and reused.
+    """
+    installed = _package_dir("pgserver") / "pginstall"
+    if _postgres_account().uid is None or not _closed_to_others(installed):
+        return installed
+    copy = Path("/var/tmp") / f"postfuze-imports-pginstall-{_stable_digest(installed)}"  # noqa: S108
+    complete = copy / ".complete"
+    if not complete.exists():
+        if copy.exists():
+            shutil.rmtree(copy)
+        shutil.copytree(installed, copy, symlinks=True)
+        complete.touch()
+    return copy
+
+
 def _pg_bin(name: str) -> str:
-    return str(_package_dir("pgserver") / "pginstall" / "bin" / name)
+    return str(_pg_install_dir() / "bin" / name)
 
 
 def _run_pg(args: list[str], account: _RunAs, log: Path | None = None) -> None:
@@ -124,10 +157,8 @@ def _postgres_data_root(stack_dir: Path, account: _RunAs) -> Path:
     preferred = stack_dir / "postgres"
     if account.uid is None:
         return preferred
-    for parent in [stack_dir, *stack_dir.parents]:
-        if parent.exists() and not parent.stat().st_mode & 0o001:
-            digest = abs(hash(str(stack_dir))) % 10**10
-            return Path("/var/tmp") / f"postfuze-imports-postgres-{digest}"  # noqa: S108
+    if _closed_to_others(stack_dir):
+        return Path("/var/tmp") / f"postfuze-imports-postgres-{_stable_digest(stack_dir)}"  # noqa: S108
     return preferred
 
 
