@@ -113,17 +113,23 @@ def _pg_install_dir() -> Path:
     the virtual environment, and so the binaries, from the account PostgreSQL runs
     under as root. The copy is made once and reused.
     """
-    installed = _package_dir("pgserver") / "pginstall"
+    package = _package_dir("pgserver")
+    installed = package / "pginstall"
     if _postgres_account().uid is None or not _closed_to_others(installed):
         return installed
-    copy = Path("/var/tmp") / f"postfuze-imports-pginstall-{_stable_digest(installed)}"  # noqa: S108
+    # The binaries find their shared libraries at $ORIGIN/../../../pgserver.libs (their
+    # RPATH, as auditwheel set it), so the copy keeps that layout.
+    copy = Path("/var/tmp") / f"postfuze-imports-pgserver-{_stable_digest(installed)}"  # noqa: S108
     complete = copy / ".complete"
     if not complete.exists():
         if copy.exists():
             shutil.rmtree(copy)
-        shutil.copytree(installed, copy, symlinks=True)
+        shutil.copytree(installed, copy / "pgserver" / "pginstall", symlinks=True)
+        libraries = package.parent / "pgserver.libs"
+        if libraries.is_dir():
+            shutil.copytree(libraries, copy / "pgserver.libs", symlinks=True)
         complete.touch()
-    return copy
+    return copy / "pgserver" / "pginstall"
 
 
 def _pg_bin(name: str) -> str:
